@@ -1,0 +1,177 @@
+"""Settings for the onboarding portal.
+
+Every value comes from the environment (or a `.env` file in the project root) through
+django-environ. Development (`DEBUG=true`, as `make run` sets it) gets safe generated secrets;
+anywhere else a missing secret stops start-up with one sentence saying what to set.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG: bool = env.bool("DEBUG", default=False)
+DEVELOPMENT = DEBUG
+
+DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
+
+
+def _ensure_private_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def _read_secret_file(path: str, name: str) -> str:
+    try:
+        value = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"{name}_FILE points at {path}, which cannot be read ({exc.strerror})."
+        ) from None
+    if not value:
+        raise ImproperlyConfigured(f"{name}_FILE points at {path}, which is empty.")
+    return value
+
+
+def _generated_development_secret(filename: str) -> str:
+    """Create once, then reuse, a random secret kept in DATA_DIR with mode 0600."""
+    path = _ensure_private_dir(DATA_DIR) / filename
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def secret(name: str, generated_filename: str) -> str:
+    """A secret from NAME, or from the file named by NAME_FILE, or generated in development."""
+    value = str(env.str(name, default=""))
+    if value:
+        return value
+    file_path = env.str(f"{name}_FILE", default="")
+    if file_path:
+        return _read_secret_file(file_path, name)
+    if DEVELOPMENT:
+        return _generated_development_secret(generated_filename)
+    raise ImproperlyConfigured(
+        f"{name} is not set: set {name} or {name}_FILE (only development, DEBUG=true, generates one)."
+    )
+
+
+SECRET_KEY = secret("SECRET_KEY", "secret_key")
+CA_KEY_PASSPHRASE = secret("CA_KEY_PASSPHRASE", "ca_passphrase")
+
+ALLOWED_HOSTS: list[str] = env.list(
+    "ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"] if DEVELOPMENT else []
+)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "pki",
+    "broker",
+    "devices",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "onboarding.urls"
+WSGI_APPLICATION = "onboarding.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{_ensure_private_dir(DATA_DIR) / 'devices.db'}"),
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+
+# --- Transport security: Django's own settings, on by default outside development. ---
+SECURE_SSL_REDIRECT: bool = env.bool("SECURE_SSL_REDIRECT", default=not DEVELOPMENT)
+SESSION_COOKIE_SECURE: bool = env.bool("SESSION_COOKIE_SECURE", default=not DEVELOPMENT)
+CSRF_COOKIE_SECURE: bool = env.bool("CSRF_COOKIE_SECURE", default=not DEVELOPMENT)
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+# --- Certificate authority ---
+CA_ROOT_PATH = Path(env.str("CA_ROOT_PATH", default=str(DATA_DIR / "certs"))).resolve()
+CERT_VALIDITY_DAYS: int = env.int("CERT_VALIDITY_DAYS", default=365)
+CRL_VALIDITY_HOURS: int = env.int("CRL_VALIDITY_HOURS", default=72)
+PORTAL_URL: str = env.str("PORTAL_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Written into every device certificate's CRL distribution point. RFC 5280 4.2.1.13: an HTTP
+# URI there MUST name a DER CRL, which /ca.crl serves; /crl.pem serves the same CRL as PEM.
+CRL_URL: str = env.str("CRL_URL", default=f"{PORTAL_URL}/ca.crl")
+# Lock files for writers that must serialise across processes (CRL, ACL) on SQLite.
+LOCK_DIR = DATA_DIR / "locks"
+
+# --- Credential delivery and broker (see README "Settings") ---
+DOWNLOAD_EXPIRY_MINUTES: int = env.int("DOWNLOAD_EXPIRY_MINUTES", default=30)
+BROKER_ACL_FILE = Path(env.str("BROKER_ACL_FILE", default=str(DATA_DIR / "mosquitto.acl"))).resolve()
+
+# --- Celery: without a broker URL tasks run in-process (development needs no Redis). ---
+CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default="")
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}

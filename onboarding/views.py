@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from pki.errors import PKIError
+from pki.keystore import get_ca
+from pki.models import Certificate
+from pki.profiles import sha256_fingerprint
+from pki.services import current_crl_record
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    """The portal's front page: the state of the certificate authority at a glance."""
+    context: dict[str, object] = {"crl": current_crl_record()}
+    try:
+        authority = get_ca()
+    except PKIError as exc:
+        context["ca_error"] = exc.message
+    else:
+        context["ca"] = {
+            "subject": authority.certificate.subject.rfc4514_string(),
+            "not_after": authority.certificate.not_valid_after_utc,
+            "fingerprint": sha256_fingerprint(authority.certificate),
+        }
+        context["certificate_counts"] = {
+            "active": Certificate.objects.active().count(),
+            "revoked": Certificate.objects.revoked().count(),
+        }
+    return render(request, "home.html", context)

@@ -1,0 +1,74 @@
+"""Errors of the certificate authority, each with a machine-readable code and a sentence.
+
+Views turn these into JSON (`{"error": {"code", "message"}}`) and commands into one line on
+stderr; neither needs to know which step failed.
+"""
+
+from __future__ import annotations
+
+
+class PKIError(Exception):
+    code = "pki_error"
+    #: HTTP status an API answers with when this error reaches it.
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class CANotInitialized(PKIError):
+    code = "ca_not_initialized"
+    status = 503
+
+
+class CAKeyError(PKIError):
+    """The CA exists but cannot be used: unreadable, wrong passphrase, loose permissions."""
+
+    code = "ca_key_unusable"
+    status = 503
+
+
+class CAAlreadyExists(PKIError):
+    code = "ca_exists"
+    status = 409
+
+
+class InvalidCSR(PKIError):
+    code = "invalid_csr"
+    status = 400
+
+
+class CSRSignatureInvalid(InvalidCSR):
+    code = "csr_signature_invalid"
+
+
+class CSRKeyNotAllowed(InvalidCSR):
+    code = "csr_key_not_allowed"
+
+
+class UnsupportedKeyType(PKIError):
+    code = "unsupported_key_type"
+    status = 400
+
+
+class CertificateLintError(PKIError):
+    """The certificate about to be signed breaks RFC 5280; nothing was signed with the CA key."""
+
+    code = "certificate_lint_failed"
+    status = 500
+
+
+class CertificateAlreadyRevoked(PKIError):
+    code = "already_revoked"
+    status = 409
+
+
+class InvalidRevocationReason(PKIError):
+    code = "invalid_reason"
+    status = 400
+
+
+class CRLPublicationError(PKIError):
+    code = "crl_publication_failed"
+    status = 503

@@ -1,0 +1,284 @@
+"""Certificate authority workflows: create the CA, issue, revoke, publish the CRL.
+
+Plain typed functions; views, commands, tasks and the device workflows call these and hold no
+PKI logic of their own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from onboarding.fs import write_atomically
+from onboarding.locks import exclusive_lock
+from pki.errors import CAKeyError, CertificateLintError, CRLPublicationError, PKIError
+from pki.keystore import CertificateAuthority, forget_loaded_ca, get_ca, keystore
+from pki.lint import lint_certificate
+from pki.models import Certificate, CertificatePurpose, CertificateRevocationList
+from pki.profiles import (
+    BACKDATE,
+    DEVICE_PROFILE,
+    SIGNATURE_HASH,
+    CertificateRequest,
+    EndEntityProfile,
+    KeyType,
+    PrivateKey,
+    PublicKey,
+    RevocationReason,
+    RevokedEntry,
+    build_ca_certificate,
+    build_crl,
+    end_entity_builder,
+    parse_csr,
+    serial_hex,
+    sha256_fingerprint,
+)
+
+DEFAULT_CA_COMMON_NAME = "IoT Device Onboarding Root CA"
+DEFAULT_CA_VALIDITY_DAYS = 3650
+# A ten-year root outlives RSA-2048's recommended horizon (NIST SP 800-57: 2030), so the root
+# defaults to RSA-3072; device keys stay RSA-2048 by default, as the original design asks.
+DEFAULT_CA_KEY_TYPE = KeyType.RSA3072
+# Collisions among 159 random bits are not expected; the loop exists so one can never become
+# a duplicate, and the bound so a broken random source cannot loop forever.
+SERIAL_ATTEMPTS = 5
+
+
+def crl_path() -> Path:
+    return Path(settings.CA_ROOT_PATH) / "crl.pem"
+
+
+@dataclass(frozen=True)
+class CAStatus:
+    certificate: x509.Certificate
+    created: bool
+
+
+def initialize_ca(
+    *,
+    common_name: str = DEFAULT_CA_COMMON_NAME,
+    validity_days: int = DEFAULT_CA_VALIDITY_DAYS,
+    key_type: KeyType = DEFAULT_CA_KEY_TYPE,
+) -> CAStatus:
+    """Create the root CA and its first CRL, once. An existing CA is left exactly as it is."""
+    store = keystore()
+    if store.exists():
+        return CAStatus(certificate=store.load().certificate, created=False)
+    if validity_days < 1:
+        raise PKIError("The CA's validity must be at least one day.")
+    private_key = key_type.generate()
+    now = timezone.now()
+    certificate = build_ca_certificate(
+        private_key,
+        common_name=common_name,
+        not_before=now - BACKDATE,
+        not_after=now + dt.timedelta(days=validity_days),
+        serial=x509.random_serial_number(),
+    )
+    store.save(certificate, private_key)
+    (Path(settings.CA_ROOT_PATH) / "devices").mkdir(mode=0o700, exist_ok=True)
+    forget_loaded_ca()
+    publish_crl()
+    return CAStatus(certificate=certificate, created=True)
+
+
+@functools.cache
+def _lint_signing_key(kind: KeyType) -> PrivateKey:
+    """A throw-away key of the CA's type, made once per process, that signs lint copies only."""
+    return kind.generate()
+
+
+def _ca_key_type(authority: CertificateAuthority) -> KeyType:
+    key = authority.private_key
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return KeyType.EC_P256
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 3072:
+        return KeyType.RSA3072
+    return KeyType.RSA2048
+
+
+def _lint_before_signing(builder: x509.CertificateBuilder, authority: CertificateAuthority) -> None:
+    """Lint a copy signed by a throw-away key; the CA key signs only what passes."""
+    lint_key = _lint_signing_key(_ca_key_type(authority))
+    findings = lint_certificate(builder.sign(lint_key, SIGNATURE_HASH))
+    if findings:
+        raise CertificateLintError(
+            "The certificate would break RFC 5280, so it was not signed: " + "; ".join(findings)
+        )
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    record: Certificate
+    certificate: x509.Certificate
+    #: The private key when the server generated it; None for a CSR. Never stored.
+    private_key: PrivateKey | None
+
+
+def issue_certificate(
+    common_name: str,
+    *,
+    key_type: KeyType = KeyType.RSA2048,
+    csr_pem: str | bytes | None = None,
+    public_key: PublicKey | None = None,
+    profile: EndEntityProfile = DEVICE_PROFILE,
+    purpose: CertificatePurpose = CertificatePurpose.DEVICE,
+    validity_days: int | None = None,
+) -> IssuedCertificate:
+    """Sign a certificate for `common_name` and record it.
+
+    The key comes from, in order: a CSR (verified; its subject is ignored), an explicit public
+    key (the benchmark feeds pre-generated keys), or a new key of `key_type` made here.
+    """
+    private_key: PrivateKey | None = None
+    from_csr = csr_pem is not None
+    if csr_pem is not None:
+        parsed = parse_csr(csr_pem)
+        public_key, key_type = parsed.public_key, parsed.key_type
+    elif public_key is not None:
+        key_type = KeyType.of(public_key)
+    else:
+        private_key = key_type.generate()
+        public_key = private_key.public_key()
+
+    authority = get_ca()
+    now = timezone.now()
+    if authority.certificate.not_valid_after_utc <= now:
+        raise CAKeyError("The CA certificate has expired; it cannot issue certificates.")
+    days = validity_days if validity_days is not None else settings.CERT_VALIDITY_DAYS
+
+    for _attempt in range(SERIAL_ATTEMPTS):
+        serial = x509.random_serial_number()
+        if Certificate.objects.filter(serial=serial_hex(serial)).exists():
+            continue
+        request = CertificateRequest(
+            common_name=common_name,
+            public_key=public_key,
+            serial=serial,
+            not_before=max(now - BACKDATE, authority.certificate.not_valid_before_utc),
+            not_after=now + dt.timedelta(days=days),
+            crl_url=settings.CRL_URL,
+            profile=profile,
+        )
+        builder = end_entity_builder(request, authority.certificate)
+        _lint_before_signing(builder, authority)
+        certificate = builder.sign(authority.private_key, SIGNATURE_HASH)
+        try:
+            with transaction.atomic():
+                record = Certificate.objects.create(
+                    serial=serial_hex(certificate.serial_number),
+                    fingerprint_sha256=sha256_fingerprint(certificate),
+                    common_name=common_name,
+                    subject=certificate.subject.rfc4514_string(),
+                    purpose=purpose,
+                    key_type=key_type.value,
+                    from_csr=from_csr,
+                    not_before=certificate.not_valid_before_utc,
+                    not_after=certificate.not_valid_after_utc,
+                    pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
+                )
+        except IntegrityError:
+            # Another process took this serial between the check and the insert.
+            continue
+        return IssuedCertificate(record=record, certificate=certificate, private_key=private_key)
+    raise PKIError(f"Could not find a free serial number in {SERIAL_ATTEMPTS} attempts.")
+
+
+def revoke_certificate(
+    certificate: Certificate, reason: RevocationReason = RevocationReason.UNSPECIFIED
+) -> CertificateRevocationList:
+    """Revoke and publish the CRL that lists it, all or nothing.
+
+    The new CRL is written before the transaction commits: if writing fails the revocation is
+    rolled back and the caller gets the error, so the database never says "revoked" while the
+    CRL served to brokers does not.
+    """
+    with exclusive_lock("crl"), transaction.atomic():
+        locked = Certificate.objects.select_for_update().get(pk=certificate.pk)
+        locked.revoke(reason)
+        locked.save(update_fields=["status", "revoked_at", "revocation_reason"])
+        record = _publish_crl_locked()
+    certificate.refresh_from_db()
+    return record
+
+
+def publish_crl() -> CertificateRevocationList:
+    """Sign a fresh CRL with the next CRL number and put it in place atomically."""
+    with exclusive_lock("crl"), transaction.atomic():
+        return _publish_crl_locked()
+
+
+def _published_crl_number(path: Path) -> int:
+    """The number of the CRL on disk, so numbering grows even past a database restored from backup."""
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+        return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return 0
+
+
+def _publish_crl_locked() -> CertificateRevocationList:
+    authority = get_ca()
+    now = timezone.now().replace(microsecond=0)
+    path = crl_path()
+    last = CertificateRevocationList.objects.order_by("-number").values_list("number", flat=True).first()
+    number = max(last or 0, _published_crl_number(path)) + 1
+    entries = [
+        # revoked_at is set on every revoked row (a database constraint says so).
+        RevokedEntry(
+            serial=int(serial, 16),
+            revoked_at=cast(dt.datetime, revoked_at),
+            reason=RevocationReason.parse(reason),
+        )
+        for serial, revoked_at, reason in Certificate.objects.on_crl(now)
+        .order_by("revoked_at")
+        .values_list("serial", "revoked_at", "revocation_reason")
+        .iterator(chunk_size=10_000)
+    ]
+    next_update = now + dt.timedelta(hours=settings.CRL_VALIDITY_HOURS)
+    crl = build_crl(
+        issuer=authority.certificate,
+        signing_key=authority.private_key,
+        revoked=entries,
+        crl_number=number,
+        this_update=now,
+        next_update=next_update,
+    )
+    check_crl(crl, authority.certificate, now)
+    record = CertificateRevocationList.objects.create(
+        number=number, this_update=now, next_update=next_update, revoked_count=len(entries)
+    )
+    try:
+        write_atomically(path, crl.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    except OSError as exc:
+        raise CRLPublicationError(f"The new CRL could not be written to {path}: {exc.strerror}.") from None
+    return record
+
+
+def check_crl(crl: x509.CertificateRevocationList, issuer: x509.Certificate, now: dt.datetime) -> None:
+    """Refuse to publish a CRL a broker would misread: wrong signer or no future nextUpdate.
+
+    A broker given an expired CRL refuses every device; one given a damaged CRL may stop
+    checking revocation altogether.
+    """
+    public_key = issuer.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise CRLPublicationError("The CA's public key type cannot verify CRLs.")
+    if not crl.is_signature_valid(public_key):
+        raise CRLPublicationError("The CRL's signature does not verify with the CA certificate.")
+    if crl.next_update_utc is None or crl.next_update_utc <= now:
+        raise CRLPublicationError("The CRL's nextUpdate is not in the future.")
+
+
+def current_crl_record() -> CertificateRevocationList | None:
+    return CertificateRevocationList.objects.order_by("-number").first()

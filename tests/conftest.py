@@ -1,0 +1,49 @@
+"""Shared fixtures: a session-wide test CA (EC P-256 for speed) and per-test fresh CAs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.test.utils import override_settings
+
+from pki.keystore import CertificateAuthority, forget_loaded_ca, get_ca
+from pki.profiles import KeyType
+from pki.services import initialize_ca
+
+
+@pytest.fixture(scope="session")
+def session_ca_root(tmp_path_factory: pytest.TempPathFactory, django_db_setup, django_db_blocker) -> Path:
+    """One EC P-256 CA for the whole run, in its own directory."""
+    root = tmp_path_factory.mktemp("session-ca") / "certs"
+    with override_settings(CA_ROOT_PATH=root), django_db_blocker.unblock():
+        forget_loaded_ca()
+        initialize_ca(common_name="Test Session CA", key_type=KeyType.EC_P256)
+    forget_loaded_ca()
+    return root
+
+
+@pytest.fixture
+def ca(session_ca_root: Path, settings, db) -> Iterator[CertificateAuthority]:
+    """The session CA, active for this test (database access included)."""
+    settings.CA_ROOT_PATH = session_ca_root
+    forget_loaded_ca()
+    yield get_ca()
+    forget_loaded_ca()
+
+
+@pytest.fixture
+def fresh_ca_root(tmp_path: Path, settings) -> Iterator[Path]:
+    """An empty CA_ROOT_PATH for tests that create a CA of their own."""
+    root = tmp_path / "certs"
+    settings.CA_ROOT_PATH = root
+    forget_loaded_ca()
+    yield root
+    forget_loaded_ca()
+
+
+@pytest.fixture
+def crl_file() -> Path:
+    return Path(settings.CA_ROOT_PATH) / "crl.pem"

@@ -1,0 +1,15 @@
+"""Loaded as a pytest plugin (`-p tests.environment`) before Django reads its settings.
+
+It fills the environment the way an operator would, so the suite runs the real
+`onboarding.settings` with a private DATA_DIR and test secrets: no parallel settings file.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="onboarding-test-"))
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdef")
+os.environ.setdefault("CA_KEY_PASSPHRASE", "test-ca-passphrase")
+os.environ.setdefault("DEBUG", "false")
+os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")

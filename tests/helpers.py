@@ -1,0 +1,64 @@
+"""Assertion helpers and real-tool runners shared by the suite."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+BIN = Path(sys.executable).parent
+
+
+def assert_signed_by(certificate: x509.Certificate, issuer: x509.Certificate) -> None:
+    """The certificate's signature verifies with the issuer's key and names the issuer."""
+    assert certificate.issuer == issuer.subject
+    public_key = issuer.public_key()
+    if isinstance(public_key, rsa.RSAPublicKey):
+        public_key.verify(
+            certificate.signature,
+            certificate.tbs_certificate_bytes,
+            padding.PKCS1v15(),
+            certificate.signature_hash_algorithm,  # type: ignore[arg-type]
+        )
+    else:
+        assert isinstance(public_key, ec.EllipticCurvePublicKey)
+        public_key.verify(
+            certificate.signature,
+            certificate.tbs_certificate_bytes,
+            ec.ECDSA(certificate.signature_hash_algorithm),  # type: ignore[arg-type]
+        )
+
+
+def assert_crl_contains(crl: x509.CertificateRevocationList, serials: Iterable[int]) -> None:
+    """Exactly these serials, no more and no fewer, are on the CRL."""
+    assert sorted(entry.serial_number for entry in crl) == sorted(serials)
+
+
+def pem(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def run_tool(*args: str | Path, check: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(arg) for arg in args], capture_output=True, text=True, check=check, timeout=120
+    )
+
+
+def lint_certificate_file(path: Path) -> subprocess.CompletedProcess[str]:
+    """pkilint's own command line, as an auditor would run it."""
+    return run_tool(BIN / "lint_pkix_cert", "lint", "-s", "WARNING", path)
+
+
+def lint_crl_file(path: Path) -> subprocess.CompletedProcess[str]:
+    return run_tool(BIN / "lint_crl", "lint", "-t", "CRL", "-p", "PKIX", path)
+
+
+def openssl_verify(
+    ca_file: Path, certificate_file: Path, *extra: str | Path
+) -> subprocess.CompletedProcess[str]:
+    return run_tool("openssl", "verify", *extra, "-CAfile", ca_file, certificate_file)

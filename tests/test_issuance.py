@@ -1,0 +1,245 @@
+"""Issuing and revoking device certificates with the real CA, checked with real tools."""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import os
+from pathlib import Path
+
+import pytest
+import time_machine
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from pki import errors, services
+from pki.keystore import CertificateAuthority, keystore
+from pki.models import Certificate, CertificateRevocationList, CertificateStatus
+from pki.profiles import DEVICE_PROFILE, EndEntityProfile, KeyType, RevocationReason, serial_hex
+from tests.helpers import (
+    assert_crl_contains,
+    assert_signed_by,
+    lint_certificate_file,
+    lint_crl_file,
+    openssl_verify,
+    pem,
+    run_tool,
+)
+from tests.test_profiles import make_csr
+
+
+def load_crl(path: Path) -> x509.CertificateRevocationList:
+    return x509.load_pem_x509_crl(path.read_bytes())
+
+
+def crl_number(crl: x509.CertificateRevocationList) -> int:
+    return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+
+
+@pytest.mark.parametrize("key_type", list(KeyType))
+def test_issued_certificate_passes_lint_and_openssl(
+    ca: CertificateAuthority, key_type: KeyType, tmp_path: Path
+) -> None:
+    issued = services.issue_certificate("device-under-test", key_type=key_type)
+    assert issued.private_key is not None
+    assert_signed_by(issued.certificate, ca.certificate)
+    certificate_file = tmp_path / "device.crt"
+    certificate_file.write_bytes(pem(issued.certificate))
+
+    lint = lint_certificate_file(certificate_file)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    verify = openssl_verify(
+        keystore().certificate_path, certificate_file, "-x509_strict", "-purpose", "sslclient"
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert issued.record.key_type == key_type.value
+    assert issued.record.status == CertificateStatus.ACTIVE
+
+
+def test_csr_subject_is_ignored_and_no_key_is_returned(ca: CertificateAuthority) -> None:
+    device_key = ec.generate_private_key(ec.SECP256R1())
+    issued = services.issue_certificate("the-device-id", csr_pem=make_csr(device_key, "someone-else"))
+    assert issued.private_key is None
+    assert issued.record.from_csr
+    assert issued.certificate.subject.rfc4514_string() == "CN=the-device-id"
+    assert issued.certificate.public_key() == device_key.public_key()
+
+
+def test_bad_csr_issues_nothing(ca: CertificateAuthority) -> None:
+    before = Certificate.objects.count()
+    with pytest.raises(errors.InvalidCSR):
+        services.issue_certificate("d", csr_pem="-----BEGIN CERTIFICATE REQUEST-----\nnope\n")
+    assert Certificate.objects.count() == before
+
+
+def test_serials_are_positive_large_unique_and_match_the_pem(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    records = [
+        services.issue_certificate(f"device-{index}", key_type=KeyType.EC_P256).record for index in range(40)
+    ]
+    serials = [record.serial_number for record in records]
+    assert len(set(serials)) == len(serials)
+    for record in records:
+        # RFC 5280 4.1.2.2: positive and at most 20 octets.
+        assert 0 < record.serial_number < 1 << 160
+        assert record.load().serial_number == record.serial_number
+    # At least 64 bits of randomness: with 159 random bits, 40 serials below 2**64 would be
+    # astronomically unlikely, so all are larger.
+    assert min(serials) > 1 << 64
+    certificate_file = tmp_path / "one.crt"
+    certificate_file.write_text(records[0].pem)
+    printed = run_tool("openssl", "x509", "-noout", "-serial", "-in", certificate_file, check=True).stdout
+    assert printed.strip() == f"serial={records[0].serial}"
+
+
+def test_serial_collision_is_retried(ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = services.issue_certificate("first", key_type=KeyType.EC_P256).record.serial_number
+    fresh = x509.random_serial_number()
+    draws = iter([taken, fresh])
+    monkeypatch.setattr(x509, "random_serial_number", lambda: next(draws))
+    second = services.issue_certificate("second", key_type=KeyType.EC_P256)
+    assert second.record.serial == serial_hex(fresh)
+
+
+def test_certificate_that_fails_lint_is_never_signed_by_the_ca(ca: CertificateAuthority) -> None:
+    before = Certificate.objects.count()
+    broken = EndEntityProfile(
+        extended_key_usage=DEVICE_PROFILE.extended_key_usage, dns_names=("not a host!",)
+    )
+    with pytest.raises(errors.CertificateLintError, match="RFC 5280"):
+        services.issue_certificate("device", key_type=KeyType.EC_P256, profile=broken)
+    assert Certificate.objects.count() == before
+
+
+def test_validity_is_capped_at_the_ca_end(fresh_ca_root: Path, settings, db) -> None:
+    services.initialize_ca(validity_days=10, key_type=KeyType.EC_P256)
+    settings.CERT_VALIDITY_DAYS = 365
+    issued = services.issue_certificate("device", key_type=KeyType.EC_P256)
+    ca_certificate = x509.load_pem_x509_certificate(keystore().certificate_path.read_bytes())
+    assert issued.certificate.not_valid_after_utc == ca_certificate.not_valid_after_utc
+
+
+def test_certificate_validity_follows_the_setting(ca: CertificateAuthority, settings) -> None:
+    settings.CERT_VALIDITY_DAYS = 7
+    issued = services.issue_certificate("device", key_type=KeyType.EC_P256)
+    lifetime = issued.certificate.not_valid_after_utc - issued.certificate.not_valid_before_utc
+    assert dt.timedelta(days=7) <= lifetime <= dt.timedelta(days=7, minutes=6)
+
+
+def test_expired_ca_issues_nothing(ca: CertificateAuthority) -> None:
+    after_the_ca = ca.certificate.not_valid_after_utc + dt.timedelta(days=1)
+    with (
+        time_machine.travel(after_the_ca, tick=False),
+        pytest.raises(errors.CAKeyError, match="expired"),
+    ):
+        services.issue_certificate("late", key_type=KeyType.EC_P256)
+
+
+class TestRevocation:
+    def test_revoked_certificate_is_on_the_crl_and_refused_by_openssl(
+        self, ca: CertificateAuthority, crl_file: Path, tmp_path: Path
+    ) -> None:
+        issued = services.issue_certificate("device", key_type=KeyType.EC_P256)
+        services.revoke_certificate(issued.record, RevocationReason.KEY_COMPROMISE)
+        issued.record.refresh_from_db()
+        assert issued.record.status == CertificateStatus.REVOKED
+        assert issued.record.revocation_reason == "keyCompromise"
+
+        crl = load_crl(crl_file)
+        assert issued.record.serial_number in {entry.serial_number for entry in crl}
+        lint = lint_crl_file(crl_file)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+
+        certificate_file = tmp_path / "device.crt"
+        certificate_file.write_text(issued.record.pem)
+        ca_file = keystore().certificate_path
+        verify = openssl_verify(ca_file, certificate_file, "-crl_check", "-CRLfile", crl_file)
+        assert verify.returncode != 0
+        assert "certificate revoked" in verify.stdout + verify.stderr
+
+    def test_crl_lists_exactly_the_unexpired_revoked(self, ca: CertificateAuthority, crl_file: Path) -> None:
+        kept = [
+            services.issue_certificate(f"d{index}", key_type=KeyType.EC_P256).record for index in range(3)
+        ]
+        for record in kept[:2]:
+            services.revoke_certificate(record)
+        already_on_crl = {record.serial_number for record in Certificate.objects.on_crl()}
+        assert_crl_contains(load_crl(crl_file), already_on_crl)
+        assert {record.serial_number for record in kept[:2]} <= already_on_crl
+        assert kept[2].serial_number not in already_on_crl
+
+    def test_revoking_twice_is_refused_and_adds_no_crl(
+        self, ca: CertificateAuthority, crl_file: Path
+    ) -> None:
+        record = services.issue_certificate("device", key_type=KeyType.EC_P256).record
+        services.revoke_certificate(record)
+        number = crl_number(load_crl(crl_file))
+        with pytest.raises(errors.CertificateAlreadyRevoked):
+            services.revoke_certificate(record)
+        assert crl_number(load_crl(crl_file)) == number
+
+    def test_crl_number_only_grows_and_next_update_is_ahead(
+        self, ca: CertificateAuthority, crl_file: Path
+    ) -> None:
+        numbers = []
+        for _ in range(3):
+            record = services.publish_crl()
+            crl = load_crl(crl_file)
+            numbers.append(crl_number(crl))
+            assert crl_number(crl) == record.number
+            assert crl.next_update_utc is not None and crl.next_update_utc > dt.datetime.now(dt.UTC)
+        assert numbers == sorted(numbers) and len(set(numbers)) == 3
+
+    def test_crl_number_continues_past_a_database_that_forgot(
+        self, ca: CertificateAuthority, crl_file: Path
+    ) -> None:
+        services.publish_crl()
+        on_disk = crl_number(load_crl(crl_file))
+        CertificateRevocationList.objects.all().delete()  # as after restoring an older backup
+        services.publish_crl()
+        assert crl_number(load_crl(crl_file)) == on_disk + 1
+
+    def test_expired_certificates_leave_the_crl(
+        self, ca: CertificateAuthority, crl_file: Path, settings
+    ) -> None:
+        settings.CERT_VALIDITY_DAYS = 2
+        record = services.issue_certificate("short-lived", key_type=KeyType.EC_P256).record
+        services.revoke_certificate(record)
+        assert record.serial_number in {entry.serial_number for entry in load_crl(crl_file)}
+        with time_machine.travel(record.not_after + dt.timedelta(hours=1)):
+            services.publish_crl()
+        assert record.serial_number not in {entry.serial_number for entry in load_crl(crl_file)}
+
+    def test_failed_crl_write_rolls_the_revocation_back(
+        self, ca: CertificateAuthority, crl_file: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        record = services.issue_certificate("device", key_type=KeyType.EC_P256).record
+        before = crl_file.read_bytes()
+
+        def disk_full(path: Path, data: bytes, mode: int = 0o644) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(services, "write_atomically", disk_full)
+        with pytest.raises(errors.CRLPublicationError, match="No space left on device"):
+            services.revoke_certificate(record)
+        record.refresh_from_db()
+        assert record.status == CertificateStatus.ACTIVE
+        assert crl_file.read_bytes() == before
+
+
+def test_ca_key_is_loaded_once_per_process(ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pki import keystore as keystore_module
+
+    loads = []
+    original = keystore_module.FileKeyStore.load
+
+    def counting_load(self):
+        loads.append(1)
+        return original(self)
+
+    keystore_module.forget_loaded_ca()
+    monkeypatch.setattr(keystore_module.FileKeyStore, "load", counting_load)
+    for index in range(3):
+        services.issue_certificate(f"d{index}", key_type=KeyType.EC_P256)
+    assert len(loads) == 1

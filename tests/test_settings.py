@@ -1,0 +1,111 @@
+"""Start-up configuration, exercised the way an operator meets it: `manage.py` in a new process."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {key: value for key, value in os.environ.items() if key not in _SETTINGS_VARIABLES}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+_SETTINGS_VARIABLES = {
+    "DEBUG", "SECRET_KEY", "SECRET_KEY_FILE", "CA_KEY_PASSPHRASE", "CA_KEY_PASSPHRASE_FILE",
+    "DATA_DIR", "CA_ROOT_PATH", "DATABASE_URL", "DJANGO_SETTINGS_MODULE", "ALLOWED_HOSTS",
+    "SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "CA_KEY_PASSPHRASE"])
+def test_missing_secret_outside_development_stops_start_up_in_one_sentence(
+    tmp_path: Path, missing: str
+) -> None:
+    env = {"DATA_DIR": str(tmp_path), "SECRET_KEY": "s" * 50, "CA_KEY_PASSPHRASE": "p" * 20}
+    del env[missing]
+    result = manage("check", env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"Configuration error: {missing} is not set: set {missing} or {missing}_FILE "
+                     "(only development, DEBUG=true, generates one)."]  # fmt: skip
+    assert "Traceback" not in result.stderr
+
+
+def test_development_generates_secrets_once_with_mode_0600(tmp_path: Path) -> None:
+    env = {"DEBUG": "true", "DATA_DIR": str(tmp_path / "data")}
+    assert manage("check", env=env).returncode == 0
+    generated = {name: (tmp_path / "data" / name).read_text() for name in ("secret_key", "ca_passphrase")}
+    for name in generated:
+        assert stat.S_IMODE((tmp_path / "data" / name).stat().st_mode) == 0o600
+        assert len(generated[name]) >= 40
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+    assert manage("check", env=env).returncode == 0
+    assert {name: (tmp_path / "data" / name).read_text() for name in generated} == generated
+
+
+def test_secrets_from_files(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("k" * 50 + "\n")
+    (tmp_path / "passphrase").write_text("pass-from-file\n")
+    env = {
+        "DATA_DIR": str(tmp_path / "data"),
+        "SECRET_KEY_FILE": str(tmp_path / "secret"),
+        "CA_KEY_PASSPHRASE_FILE": str(tmp_path / "passphrase"),
+    }
+    result = manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        "from django.conf import settings; print(settings.CA_KEY_PASSPHRASE)",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "pass-from-file"
+
+
+def test_unreadable_secret_file_is_named(tmp_path: Path) -> None:
+    env = {"DATA_DIR": str(tmp_path), "SECRET_KEY_FILE": str(tmp_path / "absent"), "CA_KEY_PASSPHRASE": "p"}
+    result = manage("check", env=env)
+    assert result.returncode == 2
+    assert f"SECRET_KEY_FILE points at {tmp_path / 'absent'}, which cannot be read" in result.stderr
+
+
+def test_defaults_follow_data_dir(tmp_path: Path) -> None:
+    env = {"DEBUG": "true", "DATA_DIR": str(tmp_path)}
+    code = (
+        "from django.conf import settings as s; "
+        "print(s.CA_ROOT_PATH, s.BROKER_ACL_FILE, s.DATABASES['default']['NAME'], "
+        "s.CERT_VALIDITY_DAYS, s.DOWNLOAD_EXPIRY_MINUTES, s.CRL_VALIDITY_HOURS, s.CELERY_TASK_ALWAYS_EAGER)"
+    )
+    result = manage("shell", "--no-imports", "-c", code, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        str(tmp_path / "certs"), str(tmp_path / "mosquitto.acl"), str(tmp_path / "devices.db"),
+        "365", "30", "72", "True",
+    ]  # fmt: skip
+
+
+def test_production_defaults_are_secure(tmp_path: Path) -> None:
+    env = {"DATA_DIR": str(tmp_path), "SECRET_KEY": "s" * 50, "CA_KEY_PASSPHRASE": "p"}
+    code = (
+        "from django.conf import settings as s; "
+        "print(s.DEBUG, s.SECURE_SSL_REDIRECT, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, "
+        "s.ALLOWED_HOSTS)"
+    )
+    result = manage("shell", "--no-imports", "-c", code, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "True", "True", "[]"]
