@@ -14,6 +14,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from pki.profiles import RevocationReason
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -81,6 +83,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "accounts",
     "pki",
     "broker",
     "devices",
@@ -158,6 +165,41 @@ LOCK_DIR = DATA_DIR / "locks"
 # --- Credential delivery and broker (see README "Settings") ---
 DOWNLOAD_EXPIRY_MINUTES: int = env.int("DOWNLOAD_EXPIRY_MINUTES", default=30)
 BROKER_ACL_FILE = Path(env.str("BROKER_ACL_FILE", default=str(DATA_DIR / "mosquitto.acl"))).resolve()
+
+# --- REST API ---
+API_MAX_BODY_BYTES: int = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
+API_THROTTLE_RATES: dict[str, str] = {
+    "anon": env.str("API_THROTTLE_ANON", default="60/minute"),
+    "user": env.str("API_THROTTLE_USER", default="6000/minute"),
+}
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["onboarding.api.BoundedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_THROTTLE_CLASSES": ["onboarding.api.AnonymousThrottle", "onboarding.api.UserThrottle"],
+    "DEFAULT_PAGINATION_CLASS": "onboarding.api.Pagination",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "onboarding.api.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "IoT Device Onboarding API",
+    "DESCRIPTION": "Register, inspect and revoke devices; every error is JSON with a code and a message.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from static files we serve, never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "DeviceStatus": "devices.models.DeviceStatus",
+        "CertificateStatus": "pki.models.CertificateStatus",
+        "RevocationReason": [(reason.value, reason.value) for reason in RevocationReason],
+    },
+}
 
 # --- Celery: without a broker URL tasks run in-process (development needs no Redis). ---
 CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default="")

@@ -1,10 +1,28 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from onboarding import views
+from devices.api.urls import original_paths
+from onboarding import health, views
+
+handler400 = "onboarding.api.bad_request"
+handler404 = "onboarding.api.not_found"
+handler500 = "onboarding.api.server_error"
+
+api_v1 = [
+    *original_paths,
+    path("health", health.health, name="health-v1"),
+    path("", include("devices.api.urls")),
+]
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("", include("pki.urls")),
+    # The original design's paths, at the root, for existing clients.
+    *original_paths,
+    path("health", health.health, name="health"),
+    path("api/v1/", include((api_v1, "v1"))),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/", admin.site.urls),
 ]

@@ -1,20 +1,13 @@
-"""Errors of the certificate authority, each with a machine-readable code and a sentence.
-
-Views turn these into JSON (`{"error": {"code", "message"}}`) and commands into one line on
-stderr; neither needs to know which step failed.
-"""
+"""Errors of the certificate authority, each with a machine-readable code and a sentence."""
 
 from __future__ import annotations
 
+from onboarding.errors import ServiceError
 
-class PKIError(Exception):
+
+class PKIError(ServiceError):
     code = "pki_error"
-    #: HTTP status an API answers with when this error reaches it.
     status = 500
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class CANotInitialized(PKIError):

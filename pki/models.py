@@ -53,6 +53,11 @@ class Certificate(models.Model):
     serial = models.CharField(max_length=40, unique=True)
     fingerprint_sha256 = models.CharField("SHA-256 fingerprint", max_length=95, unique=True)
     common_name = models.CharField(max_length=64, db_index=True)
+    # The device this certificate was issued to. A deleted device leaves its certificates
+    # behind (revoked): the CRL and the audit history are built from them.
+    device = models.ForeignKey(
+        "devices.Device", null=True, blank=True, on_delete=models.SET_NULL, related_name="certificates"
+    )
     subject = models.CharField(max_length=255)
     purpose = models.CharField(
         max_length=16, choices=CertificatePurpose.choices, default=CertificatePurpose.DEVICE

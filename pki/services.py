@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -32,6 +34,7 @@ from pki.profiles import (
     CertificateRequest,
     EndEntityProfile,
     KeyType,
+    ParsedCSR,
     PrivateKey,
     PublicKey,
     RevocationReason,
@@ -39,7 +42,6 @@ from pki.profiles import (
     build_ca_certificate,
     build_crl,
     end_entity_builder,
-    parse_csr,
     serial_hex,
     sha256_fingerprint,
 )
@@ -129,26 +131,25 @@ def issue_certificate(
     common_name: str,
     *,
     key_type: KeyType = KeyType.RSA2048,
-    csr_pem: str | bytes | None = None,
-    public_key: PublicKey | None = None,
+    csr: ParsedCSR | None = None,
+    private_key: PrivateKey | None = None,
     profile: EndEntityProfile = DEVICE_PROFILE,
     purpose: CertificatePurpose = CertificatePurpose.DEVICE,
     validity_days: int | None = None,
+    device_id: uuid.UUID | None = None,
 ) -> IssuedCertificate:
     """Sign a certificate for `common_name` and record it.
 
-    The key comes from, in order: a CSR (verified; its subject is ignored), an explicit public
-    key (the benchmark feeds pre-generated keys), or a new key of `key_type` made here.
+    The key comes from, in order: a parsed CSR (its subject is ignored), a private key the
+    caller generated (outside any transaction, since RSA key generation is slow), or a new key
+    of `key_type` made here. The private key is returned to the caller and never stored.
     """
-    private_key: PrivateKey | None = None
-    from_csr = csr_pem is not None
-    if csr_pem is not None:
-        parsed = parse_csr(csr_pem)
-        public_key, key_type = parsed.public_key, parsed.key_type
-    elif public_key is not None:
-        key_type = KeyType.of(public_key)
+    public_key: PublicKey
+    if csr is not None:
+        public_key, key_type, private_key = csr.public_key, csr.key_type, None
     else:
-        private_key = key_type.generate()
+        private_key = private_key or key_type.generate()
+        key_type = KeyType.of(private_key)
         public_key = private_key.public_key()
 
     authority = get_ca()
@@ -179,10 +180,11 @@ def issue_certificate(
                     serial=serial_hex(certificate.serial_number),
                     fingerprint_sha256=sha256_fingerprint(certificate),
                     common_name=common_name,
+                    device_id=device_id,
                     subject=certificate.subject.rfc4514_string(),
                     purpose=purpose,
                     key_type=key_type.value,
-                    from_csr=from_csr,
+                    from_csr=csr is not None,
                     not_before=certificate.not_valid_before_utc,
                     not_after=certificate.not_valid_after_utc,
                     pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
@@ -203,13 +205,25 @@ def revoke_certificate(
     rolled back and the caller gets the error, so the database never says "revoked" while the
     CRL served to brokers does not.
     """
-    with exclusive_lock("crl"), transaction.atomic():
-        locked = Certificate.objects.select_for_update().get(pk=certificate.pk)
-        locked.revoke(reason)
-        locked.save(update_fields=["status", "revoked_at", "revocation_reason"])
-        record = _publish_crl_locked()
+    record = revoke_certificates([certificate], reason)
     certificate.refresh_from_db()
     return record
+
+
+def revoke_certificates(
+    certificates: Iterable[Certificate], reason: RevocationReason
+) -> CertificateRevocationList:
+    """Revoke several certificates and publish one CRL listing them all.
+
+    Callable inside a caller's transaction (a device workflow); the CRL lock is re-entrant.
+    """
+    with exclusive_lock("crl"), transaction.atomic():
+        now = timezone.now()
+        primary_keys = [certificate.pk for certificate in certificates]
+        for locked in Certificate.objects.select_for_update().filter(pk__in=primary_keys).order_by("pk"):
+            locked.revoke(reason, when=now)
+            locked.save(update_fields=["status", "revoked_at", "revocation_reason"])
+        return _publish_crl_locked()
 
 
 def publish_crl() -> CertificateRevocationList:

@@ -47,3 +47,40 @@ def fresh_ca_root(tmp_path: Path, settings) -> Iterator[Path]:
 @pytest.fixture
 def crl_file() -> Path:
     return Path(settings.CA_ROOT_PATH) / "crl.pem"
+
+
+# --- Users, roles and API clients ---
+
+
+@pytest.fixture
+def make_user(db):
+    from django.contrib.auth.models import Group, User
+
+    def make(username: str, role: str | None = None) -> User:
+        user = User.objects.create_user(username=username, password="a-long-test-password")
+        if role:
+            user.groups.add(Group.objects.get(name=role))
+        return user
+
+    return make
+
+
+@pytest.fixture
+def token_client(make_user):
+    """An APIClient authenticated with a real API token of a user in `role`."""
+    from rest_framework.test import APIClient
+
+    from accounts.services import create_api_token
+
+    def make(role: str | None, username: str | None = None) -> APIClient:
+        user = make_user(username or f"{(role or 'norole').lower()}-user", role)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {create_api_token(user).value}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def operator_api(ca, token_client):
+    return token_client("Operators")

@@ -1,0 +1,49 @@
+"""`Authorization: Token <token>` for integrators, checked against stored digests."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from accounts.models import ApiToken, token_digest
+
+# Writing last_used_at on every request would turn reads into writes; once a minute is enough.
+LAST_USED_RESOLUTION_SECONDS = 60
+
+
+class ApiTokenAuthentication(authentication.BaseAuthentication):
+    keyword = "Token"
+
+    def authenticate(self, request: Request) -> tuple[Any, ApiToken] | None:
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("The Authorization header must be 'Token <token>'.")
+        try:
+            value = header[1].decode()
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed("The token contains invalid characters.") from None
+        digest = token_digest(value)
+        token = ApiToken.objects.select_related("user").filter(digest=digest).first()
+        # The lookup is by digest; the constant-time comparison guards against any index timing.
+        if token is None or not hmac.compare_digest(token.digest, digest):
+            raise exceptions.AuthenticationFailed("The API token is not valid.")
+        if token.is_expired:
+            raise exceptions.AuthenticationFailed("The API token has expired; ask for a new one.")
+        if not token.user.is_active:
+            raise exceptions.AuthenticationFailed("The API token's user is deactivated.")
+        now = timezone.now()
+        if (
+            token.last_used_at is None
+            or (now - token.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS
+        ):
+            ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        return token.user, token
+
+    def authenticate_header(self, request: Request) -> str:
+        return self.keyword

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from accounts.services import create_api_token
+
+
+class Command(BaseCommand):
+    help = "Create an API token for USERNAME and print it once. Only its digest is stored."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("username")
+        parser.add_argument("--expires-days", type=int, default=None, help="token lifetime (default: none)")
+        parser.add_argument("--name", default="", help="a label to tell tokens apart")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        user_model = get_user_model()
+        try:
+            user = user_model.objects.get(**{user_model.USERNAME_FIELD: options["username"]})
+        except user_model.DoesNotExist:
+            raise CommandError(f"No user named '{options['username']}'.") from None
+        if options["expires_days"] is not None and options["expires_days"] < 1:
+            raise CommandError("--expires-days must be at least 1.")
+        created = create_api_token(user, name=options["name"], expires_days=options["expires_days"])
+        # The token alone on stdout, so scripts can capture it; the notice goes to stderr.
+        self.stdout.write(created.value)
+        expiry = (
+            f"expires {created.token.expires_at:%Y-%m-%d %H:%M} UTC"
+            if created.token.expires_at
+            else "no expiry"
+        )
+        self.stderr.write(
+            f"Token {created.token.prefix}… for {options['username']} ({expiry}). It is not shown again."
+        )

@@ -1,0 +1,29 @@
+"""Role checks for the API, in one place: each view action names the permission it needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+
+
+class ActionPermission(BasePermission):
+    """Allows an action when the user holds `view.action_permissions[action]`.
+
+    An action missing from the map is refused: a new endpoint is closed until someone decides
+    who may use it.
+    """
+
+    message = "Your role does not allow this action."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        if not user or not user.is_authenticated:
+            return False
+        action = getattr(view, "action", None)
+        if action is None:
+            # A method the route does not map: DRF answers 405 (or OPTIONS metadata) next.
+            return True
+        required: str | None = getattr(view, "action_permissions", {}).get(action)
+        return required is not None and bool(user.has_perm(required))

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from broker.rules import default_rules
+from devices.models import Device
+from pki.models import Certificate
+from pki.profiles import MAX_CSR_BYTES, KeyType, RevocationReason
+
+MAX_METADATA_BYTES = 8 * 1024
+
+# One line of text: no control characters or line separators, no space at either end. The same
+# pattern is in the OpenAPI schema, so clients can check before they send.
+_TEXT = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]"
+_EDGE = r"[^\s\x00-\x1f\x7f-\x9f\u2028\u2029]"
+SINGLE_LINE_PATTERN = f"^{_EDGE}(?:{_TEXT}*{_EDGE})?$"
+SINGLE_LINE_MESSAGE = "Use one line of text, without control characters or spaces at either end."
+
+
+def single_line_field(**kwargs: Any) -> serializers.RegexField:
+    return serializers.RegexField(
+        SINGLE_LINE_PATTERN,
+        max_length=128,
+        trim_whitespace=False,
+        error_messages={"invalid": SINGLE_LINE_MESSAGE},
+        **kwargs,
+    )
+
+
+@extend_schema_field({"type": "string", "format": "pem-csr", "maxLength": MAX_CSR_BYTES})
+class CSRField(serializers.CharField):
+    """A PEM certificate request; documented with its own format so clients know what to send."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=MAX_CSR_BYTES, trim_whitespace=False, **kwargs)
+
+
+class CertificateSummarySerializer(serializers.ModelSerializer[Certificate]):
+    revocation_reason = serializers.SerializerMethodField(help_text="RFC 5280 reason; null until revoked")
+
+    class Meta:
+        model = Certificate
+        fields = [
+            "serial",
+            "fingerprint_sha256",
+            "subject",
+            "key_type",
+            "not_before",
+            "not_after",
+            "status",
+            "revocation_reason",
+            "revoked_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(
+        {"type": "string", "enum": [reason.value for reason in RevocationReason], "nullable": True}
+    )
+    def get_revocation_reason(self, certificate: Certificate) -> str | None:
+        return certificate.revocation_reason or None
+
+
+class TopicSerializer(serializers.Serializer[Any]):
+    filter = serializers.CharField(help_text="MQTT topic filter")
+    access = serializers.ChoiceField(choices=["read", "write", "readwrite", "deny"])
+
+
+class DeviceSerializer(serializers.ModelSerializer[Device]):
+    certificate = serializers.SerializerMethodField(help_text="the device's newest certificate")
+    topics = serializers.SerializerMethodField(help_text="MQTT topics the device may use while active")
+    created_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
+
+    class Meta:
+        model = Device
+        fields = [
+            "id",
+            "name",
+            "hardware_id",
+            "status",
+            "metadata",
+            "failure_reason",
+            "created_by",
+            "created_at",
+            "updated_at",
+            "certificate",
+            "topics",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(CertificateSummarySerializer(allow_null=True))
+    def get_certificate(self, device: Device) -> dict[str, Any] | None:
+        certificate = device.current_certificate
+        return CertificateSummarySerializer(certificate).data if certificate else None
+
+    @extend_schema_field(TopicSerializer(many=True))
+    def get_topics(self, device: Device) -> list[dict[str, str]]:
+        return [{"filter": rule.filter, "access": rule.access} for rule in default_rules(str(device.id))]
+
+
+class RegistrationSerializer(DeviceSerializer):
+    """The answer to a registration: the device plus its credentials, shown this once."""
+
+    certificate_pem = serializers.CharField(read_only=True)
+    ca_certificate_pem = serializers.CharField(read_only=True)
+    private_key_pem = serializers.CharField(
+        read_only=True, allow_null=True, help_text="PKCS#8 PEM of the server-generated key; null for a CSR"
+    )
+
+    class Meta(DeviceSerializer.Meta):
+        fields = [*DeviceSerializer.Meta.fields, "certificate_pem", "ca_certificate_pem", "private_key_pem"]
+        read_only_fields = fields
+
+
+class RegisterRequestSerializer(serializers.Serializer[Any]):
+    name = single_line_field(help_text="a name for people, 1-128 characters")
+    hardware_id = single_line_field(
+        required=False, allow_null=True, help_text="the maker's serial number; unique when given"
+    )
+    csr = CSRField(required=False, help_text="PEM certificate request, when the device made its own key")
+    key_type = serializers.ChoiceField(
+        choices=[kind.value for kind in KeyType],
+        required=False,
+        help_text="key the server generates (default rsa2048); ignored with a CSR, which brings its own key",
+    )
+    metadata = serializers.DictField(required=False, help_text="a JSON object of your own, up to 8 KiB")
+
+    def validate_metadata(self, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value)) > MAX_METADATA_BYTES:
+            raise serializers.ValidationError(f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON.")
+        return value
+
+
+class RevokeRequestSerializer(serializers.Serializer[Any]):
+    reason = serializers.ChoiceField(
+        choices=[reason.value for reason in RevocationReason],
+        required=False,
+        help_text="RFC 5280 reason code name (default unspecified)",
+    )
+
+
+class ReissueRequestSerializer(serializers.Serializer[Any]):
+    csr = CSRField(required=False, help_text="a new CSR; required for devices that hold their own key")
+    key_type = serializers.ChoiceField(
+        choices=[kind.value for kind in KeyType],
+        required=False,
+        help_text="key type of the new server-generated key (default: as before); ignored with a CSR",
+    )

@@ -1,0 +1,171 @@
+"""The device API: thin views over `devices.services`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from django.db.models import QuerySet
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts import roles
+from accounts.permissions import ActionPermission
+from devices import idempotency, services
+from devices.api.filters import MAX_EXPIRY_DAYS, DeviceFilter
+from devices.api.serializers import (
+    DeviceSerializer,
+    RegisterRequestSerializer,
+    RegistrationSerializer,
+    ReissueRequestSerializer,
+    RevokeRequestSerializer,
+)
+from devices.models import Device
+from onboarding.api import StrictOrderingFilter, error_responses, list_parameters
+from pki.keystore import get_ca
+from pki.profiles import KeyType, RevocationReason, private_key_pem
+
+
+def _credentials(registration: services.Registration) -> dict[str, Any]:
+    """The device plus its credentials: the one answer that carries them."""
+    data = dict(DeviceSerializer(registration.device).data)
+    issued = registration.issued
+    data["certificate_pem"] = issued.certificate.public_bytes(serialization.Encoding.PEM).decode()
+    data["ca_certificate_pem"] = get_ca().certificate_pem.decode()
+    data["private_key_pem"] = private_key_pem(issued.private_key).decode() if issued.private_key else None
+    return data
+
+
+ORDERING_FIELDS = ["created_at", "updated_at", "name", "status"]
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    idempotency.HEADER,
+    {
+        "type": "string",
+        "minLength": idempotency.MIN_KEY_LENGTH,
+        "maxLength": idempotency.MAX_KEY_LENGTH,
+        "pattern": r"^[\x21-\x7e]+$",
+    },
+    OpenApiParameter.HEADER,
+    required=False,
+    description="a unique key (16-255 printable characters, e.g. a UUID): a retry with the same key "
+    "gets the first answer instead of registering twice",
+)
+
+
+class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
+    serializer_class = DeviceSerializer
+    permission_classes = [ActionPermission]
+    action_permissions = {
+        "list": roles.VIEW,
+        "retrieve": roles.VIEW,
+        "create": roles.REGISTER,
+        "revoke": roles.REVOKE,
+        "reissue": roles.REISSUE,
+        "destroy": roles.REVOKE,
+    }
+    filter_backends = [DjangoFilterBackend, StrictOrderingFilter]
+    filterset_class = DeviceFilter
+    ordering_fields = ORDERING_FIELDS
+    ordering = ["-created_at"]
+    lookup_value_regex = "[^/]+"
+
+    def get_queryset(self) -> QuerySet[Device]:
+        return Device.objects.with_certificates()
+
+    def get_object(self) -> Device:
+        return services.get_device(self.kwargs["pk"])
+
+    @extend_schema(
+        summary="List devices",
+        parameters=[
+            *list_parameters(ORDERING_FIELDS),
+            OpenApiParameter(
+                "expiring_within_days", {"type": "integer", "minimum": 0, "maximum": MAX_EXPIRY_DAYS}
+            ),
+            # Django refuses NUL characters in form input; the schema says so.
+            OpenApiParameter("search", {"type": "string", "pattern": "^[^\\u0000]*$"}),
+        ],
+        responses={200: DeviceSerializer(many=True), **error_responses(400, 401, 403, 404)},
+    )
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(
+        summary="Device status and certificate",
+        responses={200: DeviceSerializer, **error_responses(401, 403, 404)},
+    )
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(DeviceSerializer(self.get_object()).data)
+
+    @extend_schema(
+        summary="Register a device",
+        request=RegisterRequestSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={
+            201: RegistrationSerializer,
+            **error_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
+        },
+    )
+    def create(self, request: Request) -> Response:
+        def register() -> Response:
+            payload = RegisterRequestSerializer(data=request.data)
+            payload.is_valid(raise_exception=True)
+            fields = payload.validated_data
+            registration = services.register_device(
+                services.RegistrationRequest(
+                    name=fields["name"],
+                    hardware_id=fields.get("hardware_id"),
+                    csr_pem=fields.get("csr"),
+                    key_type=KeyType(fields.get("key_type", KeyType.RSA2048)),
+                    metadata=fields.get("metadata", {}),
+                ),
+                actor=request.user,
+            )
+            return Response(_credentials(registration), status=status.HTTP_201_CREATED)
+
+        return idempotency.run_once(request, register)
+
+    @extend_schema(
+        summary="Revoke a device",
+        request=RevokeRequestSerializer,
+        responses={200: DeviceSerializer, **error_responses(400, 401, 403, 404, 409, 415, 503)},
+    )
+    @action(detail=True, methods=["post"])
+    def revoke(self, request: Request, pk: str) -> Response:
+        device = self.get_object()
+        payload = RevokeRequestSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        reason = RevocationReason.parse(payload.validated_data.get("reason"))
+        return Response(DeviceSerializer(services.revoke_device(device, reason, actor=request.user)).data)
+
+    @extend_schema(
+        summary="Re-issue a device's certificate (rotation)",
+        request=ReissueRequestSerializer,
+        responses={201: RegistrationSerializer, **error_responses(400, 401, 403, 404, 409, 415, 503)},
+    )
+    @action(detail=True, methods=["post"])
+    def reissue(self, request: Request, pk: str) -> Response:
+        device = self.get_object()
+        payload = ReissueRequestSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        key_type = payload.validated_data.get("key_type")
+        registration = services.reissue_device(
+            device,
+            key_type=KeyType(key_type) if key_type else None,
+            csr_pem=payload.validated_data.get("csr"),
+            actor=request.user,
+        )
+        return Response(_credentials(registration), status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Delete a device (a valid certificate is revoked, not lost)",
+        responses={204: None, **error_responses(401, 403, 404, 503)},
+    )
+    def destroy(self, request: Request, pk: str) -> Response:
+        services.delete_device(self.get_object(), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Prefetch
+from django.utils import timezone
+
+if TYPE_CHECKING:
+    from pki.models import Certificate
+
+    DeviceManagerBase = models.Manager["Device"]
+else:
+    DeviceManagerBase = models.Manager
+
+
+class DeviceStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    ACTIVE = "active", "Active"
+    REVOKED = "revoked", "Revoked"
+    FAILED = "failed", "Failed"
+
+
+class DeviceQuerySet(models.QuerySet["Device"]):
+    def with_certificates(self) -> DeviceQuerySet:
+        """Prefetch every device's certificates, newest first, in one extra query (no N+1)."""
+        from pki.models import Certificate
+
+        return self.select_related("created_by").prefetch_related(
+            Prefetch("certificates", queryset=Certificate.objects.order_by("-created_at", "-pk"))
+        )
+
+    def expiring(self, days: int, now: dt.datetime | None = None) -> DeviceQuerySet:
+        """Devices whose active certificate ends within `days` days."""
+        from pki.models import Certificate
+
+        now = now or timezone.now()
+        return self.filter(
+            pk__in=Certificate.objects.expiring(days, now).filter(device__isnull=False).values("device_id")
+        )
+
+
+class Device(models.Model):
+    """A device of the fleet. Its UUID is its identity everywhere: certificate CN and MQTT username."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=128)
+    # Unique when given: several devices may have none (NULLs are distinct).
+    hardware_id = models.CharField(max_length=128, null=True, blank=True, unique=True)
+    status = models.CharField(
+        max_length=16, choices=DeviceStatus.choices, default=DeviceStatus.PENDING, db_index=True
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    failure_reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = DeviceManagerBase.from_queryset(DeviceQuerySet)()
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [
+            ("register_device", "Can register devices"),
+            ("revoke_device", "Can revoke devices"),
+            ("reissue_device", "Can re-issue device certificates"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+    @property
+    def current_certificate(self) -> Certificate | None:
+        """The newest certificate; uses the prefetched list when there is one."""
+        certificates = list(self.certificates.all())
+        if not certificates:
+            return None
+        return max(certificates, key=lambda certificate: (certificate.created_at, certificate.pk))
+
+
+class IdempotentRequest(models.Model):
+    """The stored answer to a request sent with an `Idempotency-Key` header.
+
+    The answer can hold a bundle password or a private key, so it is kept only encrypted with
+    a key derived from the Idempotency-Key itself, which is stored only as a digest: the
+    database alone cannot reveal it, and the client that retries can.
+    """
+
+    key_digest = models.CharField(max_length=64, unique=True)
+    request_digest = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField()
+    encrypted_response = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"idempotent request {self.key_digest[:12]}…"

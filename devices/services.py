@@ -1,0 +1,198 @@
+"""Device workflows: register, revoke, re-issue, delete.
+
+Plain typed functions shared by the REST API, the admin, the portal pages and the CLI. Each
+is all or nothing: the slow, lock-free work (RSA key generation, CSR checks) happens before
+the transaction; everything that writes happens inside one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
+from django.db import IntegrityError, transaction
+
+from devices.errors import (
+    DeviceAlreadyRevoked,
+    DeviceNotFound,
+    HardwareIdConflict,
+    InvalidDeviceState,
+    NewCSRRequired,
+)
+from devices.models import Device, DeviceStatus
+from onboarding.locks import exclusive_lock
+from pki.models import Certificate, CertificateStatus
+from pki.profiles import KeyType, ParsedCSR, PrivateKey, RevocationReason, parse_csr
+from pki.services import IssuedCertificate, issue_certificate, revoke_certificates
+
+Actor = AbstractBaseUser | AnonymousUser | None
+
+
+@dataclass(frozen=True)
+class RegistrationRequest:
+    name: str
+    hardware_id: str | None = None
+    csr_pem: str | None = None
+    key_type: KeyType = KeyType.RSA2048
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Registration:
+    device: Device
+    issued: IssuedCertificate
+
+
+@dataclass(frozen=True)
+class _KeyMaterial:
+    csr: ParsedCSR | None
+    private_key: PrivateKey | None
+
+
+def _prepare_key(csr_pem: str | None, key_type: KeyType) -> _KeyMaterial:
+    """Check the CSR or generate the key before any transaction opens.
+
+    RSA key generation takes 50-200 ms; doing it inside a transaction would hold database
+    locks (on SQLite, the whole database) for that long.
+    """
+    if csr_pem:
+        return _KeyMaterial(csr=parse_csr(csr_pem), private_key=None)
+    return _KeyMaterial(csr=None, private_key=key_type.generate())
+
+
+def _user_or_none(actor: Actor) -> User | None:
+    return actor if isinstance(actor, User) else None
+
+
+def get_device(device_id: str | uuid.UUID) -> Device:
+    """The device with this id, or DeviceNotFound (also for ids that are not UUIDs)."""
+    try:
+        key = device_id if isinstance(device_id, uuid.UUID) else uuid.UUID(str(device_id))
+    except ValueError:
+        raise DeviceNotFound(f"No device has the id '{device_id}': device ids are UUIDs.") from None
+    try:
+        return Device.objects.with_certificates().get(pk=key)
+    except Device.DoesNotExist:
+        raise DeviceNotFound(f"No device has the id {key}.") from None
+
+
+def register_device(request: RegistrationRequest, *, actor: Actor = None) -> Registration:
+    """Create the device, its certificate and its broker rights, or nothing at all."""
+    if request.hardware_id:
+        _refuse_taken_hardware_id(request.hardware_id)
+    key = _prepare_key(request.csr_pem, request.key_type)
+    try:
+        with transaction.atomic():
+            device = Device.objects.create(
+                name=request.name,
+                hardware_id=request.hardware_id or None,
+                metadata=request.metadata,
+                created_by=_user_or_none(actor),
+                status=DeviceStatus.PENDING,
+            )
+            issued = issue_certificate(
+                str(device.id),
+                key_type=request.key_type,
+                csr=key.csr,
+                private_key=key.private_key,
+                device_id=device.id,
+            )
+            _activate(device)
+    except IntegrityError:
+        # Two registrations raced for the same hardware id; the database let one win.
+        if request.hardware_id:
+            _refuse_taken_hardware_id(request.hardware_id)
+        raise
+    return Registration(device=get_device(device.id), issued=issued)
+
+
+def _refuse_taken_hardware_id(hardware_id: str) -> None:
+    existing = Device.objects.filter(hardware_id=hardware_id).values_list("pk", flat=True).first()
+    if existing is not None:
+        raise HardwareIdConflict(
+            f"A device with hardware id '{hardware_id}' is already registered ({existing}).",
+            device_id=str(existing),
+        )
+
+
+def _activate(device: Device) -> None:
+    """The last step of registration: the device becomes active and holds its broker rights.
+
+    The default rights (`devices/{id}/#`) follow from the active certificate alone, so there is
+    nothing more to write here until a device has rules of its own.
+    """
+    device.status = DeviceStatus.ACTIVE
+    device.failure_reason = ""
+    device.save(update_fields=["status", "failure_reason", "updated_at"])
+
+
+def revoke_device(
+    device: Device, reason: RevocationReason = RevocationReason.UNSPECIFIED, *, actor: Actor = None
+) -> Device:
+    """Revoke every valid certificate of the device and publish the CRL; revoking twice is refused."""
+    with exclusive_lock("crl"), transaction.atomic():
+        locked = Device.objects.select_for_update().get(pk=device.pk)
+        if locked.status == DeviceStatus.REVOKED:
+            raise DeviceAlreadyRevoked(f"Device {locked.id} is already revoked.", device_id=str(locked.id))
+        _revoke_valid_certificates(locked, reason)
+        locked.status = DeviceStatus.REVOKED
+        locked.save(update_fields=["status", "updated_at"])
+    return get_device(device.id)
+
+
+def _revoke_valid_certificates(device: Device, reason: RevocationReason) -> None:
+    valid = list(Certificate.objects.filter(device=device, status=CertificateStatus.ACTIVE))
+    if valid:
+        revoke_certificates(valid, reason)
+
+
+def reissue_device(
+    device: Device, *, key_type: KeyType | None = None, csr_pem: str | None = None, actor: Actor = None
+) -> Registration:
+    """Rotate: a new key and certificate for the same device id; the old one is superseded.
+
+    Broker rights are keyed on the device id, so they do not change.
+    """
+    if device.status != DeviceStatus.ACTIVE:
+        raise InvalidDeviceState(
+            f"Device {device.id} is {device.status}; only active devices can be re-issued.",
+            device_id=str(device.id),
+        )
+    current = device.current_certificate
+    if current is not None and current.from_csr and not csr_pem:
+        raise NewCSRRequired(
+            f"Device {device.id} holds its own private key: send a new CSR to re-issue its certificate."
+        )
+    chosen_type = key_type or (KeyType(current.key_type) if current else KeyType.RSA2048)
+    key = _prepare_key(csr_pem, chosen_type)
+    with exclusive_lock("crl"), transaction.atomic():
+        locked = Device.objects.select_for_update().get(pk=device.pk)
+        if locked.status != DeviceStatus.ACTIVE:
+            raise InvalidDeviceState(f"Device {locked.id} is {locked.status}; it cannot be re-issued.")
+        issued = issue_certificate(
+            str(locked.id),
+            key_type=chosen_type,
+            csr=key.csr,
+            private_key=key.private_key,
+            device_id=locked.id,
+        )
+        superseded = Certificate.objects.filter(device=locked, status=CertificateStatus.ACTIVE).exclude(
+            pk=issued.record.pk
+        )
+        if superseded.exists():
+            revoke_certificates(list(superseded), RevocationReason.SUPERSEDED)
+        locked.save(update_fields=["updated_at"])
+    return Registration(device=get_device(device.id), issued=issued)
+
+
+def delete_device(device: Device, *, actor: Actor = None) -> None:
+    """Delete the device; a still-valid certificate is revoked (cessationOfOperation), never lost.
+
+    The certificate rows stay, detached, so the CRL keeps listing them until they expire.
+    """
+    with exclusive_lock("crl"), transaction.atomic():
+        locked = Device.objects.select_for_update().get(pk=device.pk)
+        _revoke_valid_certificates(locked, RevocationReason.CESSATION_OF_OPERATION)
+        locked.delete()

@@ -1,0 +1,259 @@
+"""What every API answer has in common: JSON errors with a code and a sentence, bounded JSON
+bodies, throttles configured from settings, and JSON (never HTML) on API paths even for 404/500.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
+from rest_framework import exceptions, parsers, serializers, status, throttling
+from rest_framework.filters import OrderingFilter
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from onboarding.errors import ServiceError
+
+# Paths whose clients are programs: they get JSON errors, never an HTML page.
+API_PATH_PREFIXES = ("/api/", "/register", "/device/", "/revoke/", "/health", "/download/")
+
+
+def error_body(
+    code: str, message: str, fields: dict[str, list[str]] | None = None, **details: Any
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if fields:
+        error["fields"] = fields
+    error.update(details)
+    return {"error": error}
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+
+
+class BoundedJSONParser(parsers.JSONParser):
+    """JSON bodies up to API_MAX_BODY_BYTES; larger ones are refused before they are parsed."""
+
+    def parse(
+        self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
+    ) -> Any:
+        limit = settings.API_MAX_BODY_BYTES
+        body = stream.read(limit + 1) if stream is not None else b""
+        if len(body) > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+        try:
+            return json.loads(body.decode(settings.DEFAULT_CHARSET))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise exceptions.ParseError(
+                f"The request body is not valid JSON: {exc}.", code="malformed_json"
+            ) from None
+
+
+class ConfiguredRateThrottle(throttling.SimpleRateThrottle):
+    """Rates read from settings.API_THROTTLE_RATES when used, so they follow the settings."""
+
+    def get_rate(self) -> str | None:
+        rates: dict[str, str] = settings.API_THROTTLE_RATES
+        return rates.get(self.scope or "")
+
+
+class AnonymousThrottle(ConfiguredRateThrottle):
+    scope = "anon"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        if request.user and request.user.is_authenticated:
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class UserThrottle(ConfiguredRateThrottle):
+    scope = "user"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        ident = request.user.pk if request.user and request.user.is_authenticated else self.get_ident(request)
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+_CODES: dict[type[exceptions.APIException], str] = {
+    exceptions.ParseError: "malformed_json",
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.PermissionDenied: "permission_denied",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "throttled",
+    PayloadTooLarge: "request_too_large",
+}
+
+
+def _field_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    if isinstance(detail, dict):
+        fields: dict[str, list[str]] = {}
+        for name, value in detail.items():
+            key = (
+                f"{prefix}{name}"
+                if name != "non_field_errors"
+                else (prefix.rstrip(".") or "non_field_errors")
+            )
+            for field_name, messages in _field_errors(value, f"{key}.").items():
+                fields.setdefault(field_name, []).extend(messages)
+        return fields
+    if isinstance(detail, list):
+        if all(not isinstance(item, dict | list) for item in detail):
+            return {prefix.rstrip("."): [str(item) for item in detail]}
+        merged: dict[str, list[str]] = {}
+        for index, item in enumerate(detail):
+            for name, messages in _field_errors(item, f"{prefix}{index}.").items():
+                merged.setdefault(name, []).extend(messages)
+        return merged
+    return {prefix.rstrip("."): [str(detail)]}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Every error as `{"error": {"code", "message", "fields"?}}` with the status that fits."""
+    if isinstance(exc, ServiceError):
+        return Response(error_body(exc.code, exc.message, **exc.details), status=exc.status)
+    if isinstance(exc, Http404):
+        return Response(error_body("not_found", "Nothing is at this address."), status=404)
+    if isinstance(exc, DjangoPermissionDenied):
+        return Response(error_body("permission_denied", "You may not do this."), status=403)
+    if isinstance(exc, exceptions.ValidationError):
+        fields = _field_errors(exc.detail)
+        names = ", ".join(sorted(fields))
+        return Response(
+            error_body("invalid", f"The request has invalid fields: {names}.", fields=fields), status=400
+        )
+    response = drf_exception_handler(exc, context)
+    if response is None or not isinstance(exc, exceptions.APIException):
+        return response
+    code = next((code for kind, code in _CODES.items() if isinstance(exc, kind)), "error")
+    message = str(exc.detail) if not isinstance(exc.detail, list | dict) else "The request failed."
+    response.data = error_body(code, message)
+    return response
+
+
+def _is_api_request(request: HttpRequest) -> bool:
+    return request.path.startswith(API_PATH_PREFIXES)
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api_request(request):
+        return JsonResponse(error_body("not_found", "Nothing is at this address."), status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if _is_api_request(request):
+        body = error_body("server_error", "The server failed to handle this request; it has been logged.")
+        return JsonResponse(body, status=500)
+    return defaults.server_error(request)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api_request(request):
+        return JsonResponse(error_body("bad_request", "The request could not be understood."), status=400)
+    return defaults.bad_request(request, exception)
+
+
+ERROR_SERIALIZER = inline_serializer(
+    name="Error",
+    fields={
+        "error": inline_serializer(
+            name="ErrorDetail",
+            fields={
+                "code": serializers.CharField(help_text="machine-readable error code"),
+                "message": serializers.CharField(help_text="what went wrong, in one sentence"),
+                "fields": serializers.DictField(
+                    child=serializers.ListField(child=serializers.CharField()),
+                    required=False,
+                    help_text="per-field messages, for invalid input",
+                ),
+                "device_id": serializers.CharField(
+                    required=False, help_text="the device concerned, on conflicts"
+                ),
+            },
+        )
+    },
+)
+
+_ERROR_DESCRIPTIONS = {
+    400: "invalid input or malformed JSON",
+    401: "no or invalid credentials",
+    403: "the caller's role does not allow this",
+    404: "unknown or malformed device id, or a page past the end of a list",
+    405: "method not allowed",
+    409: "conflict with the current state",
+    413: "request body too large",
+    415: "the body is not JSON",
+    422: "the Idempotency-Key was already used for a different request",
+    429: "throttled",
+    503: "a dependency (CA, database, task queue) is unavailable",
+}
+
+
+def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
+    """OpenAPI entries for the error answers an endpoint can give."""
+    return {code: OpenApiResponse(ERROR_SERIALIZER, description=_ERROR_DESCRIPTIONS[code]) for code in codes}
+
+
+class Pagination(PageNumberPagination):
+    """Page numbers, with `page_size` validated: a bad value is an error, not silently the default."""
+
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+    def get_page_size(self, request: Request) -> int:
+        raw = request.query_params.getlist(self.page_size_query_param)
+        if not raw:
+            return self.page_size
+        if len(raw) > 1 or not raw[0].isdigit() or not 1 <= int(raw[0]) <= self.max_page_size:
+            raise exceptions.ValidationError(
+                {self.page_size_query_param: [f"Give one whole number from 1 to {self.max_page_size}."]}
+            )
+        return int(raw[0])
+
+
+def list_parameters(ordering_fields: list[str]) -> list[OpenApiParameter]:
+    """The paging and ordering parameters with the limits the server enforces."""
+    return [
+        OpenApiParameter("page", {"type": "integer", "minimum": 1}, description="page number, from 1"),
+        OpenApiParameter(
+            "page_size",
+            {"type": "integer", "minimum": 1, "maximum": Pagination.max_page_size},
+            description="results per page",
+        ),
+        OpenApiParameter(
+            "ordering",
+            str,
+            enum=[prefix + field for field in ordering_fields for prefix in ("", "-")],
+            description="sort by this field; prefix - to reverse",
+        ),
+    ]
+
+
+class StrictOrderingFilter(OrderingFilter):
+    """`ordering` names one sortable field; an unknown one is an error, not silently ignored."""
+
+    def get_ordering(self, request: Request, queryset: Any, view: Any) -> Any:
+        values = request.query_params.getlist(self.ordering_param)
+        if values:
+            allowed = set(view.ordering_fields)
+            if len(values) > 1 or values[0].lstrip("-") not in allowed:
+                choices = ", ".join(sorted(allowed))
+                raise exceptions.ValidationError(
+                    {self.ordering_param: [f"Order by one of: {choices} (prefix - to reverse)."]}
+                )
+        return super().get_ordering(request, queryset, view)

@@ -1,0 +1,73 @@
+"""GET /health: per-component checks, 503 naming what is wrong, nothing secret."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import time_machine
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from pki.keystore import CertificateAuthority
+
+
+def test_healthy(ca: CertificateAuthority, tmp_path: Path, settings: Any) -> None:
+    settings.BROKER_ACL_FILE = tmp_path / "mosquitto.acl"
+    response = APIClient().get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert set(body["checks"]) == {"database", "ca", "crl", "acl_file", "task_queue"}
+    assert all(check["status"] == "ok" for check in body["checks"].values())
+    assert body["checks"]["task_queue"]["mode"] == "in-process"
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_missing_ca_is_named(fresh_ca_root: Path, db: Any) -> None:
+    response = APIClient().get("/health")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "fail"
+    assert {"ca", "crl"} <= set(body["failed"])
+    assert body["checks"]["ca"]["message"] == "the CA has not been created"
+
+
+def test_stale_crl_is_named(ca: CertificateAuthority) -> None:
+    with time_machine.travel(dt.datetime.now(dt.UTC) + dt.timedelta(hours=settings.CRL_VALIDITY_HOURS + 1)):
+        response = APIClient().get("/health")
+    assert response.status_code == 503
+    assert response.json()["failed"] == ["crl"]
+
+
+def test_unwritable_acl_location_is_named(ca: CertificateAuthority, settings: Any) -> None:
+    settings.BROKER_ACL_FILE = Path("/nonexistent-dir/mosquitto.acl")
+    response = APIClient().get("/health")
+    assert response.status_code == 503
+    assert response.json()["failed"] == ["acl_file"]
+
+
+def test_unreachable_task_queue_is_named(ca: CertificateAuthority, settings: Any) -> None:
+    from onboarding.celery import app
+
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    previous = app.conf.broker_url
+    app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    try:
+        response = APIClient().get("/health")
+    finally:
+        app.conf.broker_url = previous
+    assert response.status_code == 503
+    assert "task_queue" in response.json()["failed"]
+
+
+def test_reveals_no_secrets_or_paths(ca: CertificateAuthority, fresh_ca_root: Path) -> None:
+    text = APIClient().get("/health").content.decode()
+    for secret in (
+        settings.SECRET_KEY,
+        settings.CA_KEY_PASSPHRASE,
+        str(settings.DATA_DIR),
+        str(fresh_ca_root),
+    ):
+        assert secret not in text
