@@ -99,3 +99,60 @@ class IdempotentRequest(models.Model):
 
     def __str__(self) -> str:
         return f"idempotent request {self.key_digest[:12]}…"
+
+
+class DownloadLink(models.Model):
+    """A one-time, expiring link to a device's encrypted credential bundle.
+
+    Only the SHA-256 digest of the token is stored; the token itself is in the URL handed to
+    the operator once. `used_at` is set by a conditional UPDATE, so of two simultaneous
+    downloads exactly one succeeds.
+    """
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="download_links")
+    certificate = models.ForeignKey("pki.Certificate", on_delete=models.PROTECT, related_name="+")
+    token_digest = models.CharField(max_length=64, unique=True)
+    # Ties the file on disk to this link: a replaced or altered creds.zip is never served for it.
+    bundle_sha256 = models.CharField(max_length=64)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+    # Set when a newer bundle replaces this one before it was used.
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"download link for {self.device_id} ({self.created_at:%Y-%m-%d %H:%M})"
+
+
+class DownloadOutcome(models.TextChoices):
+    SUCCESS = "success", "Downloaded"
+    REUSED = "reused", "Refused: already used"
+    EXPIRED = "expired", "Refused: expired"
+    WITHDRAWN = "withdrawn", "Refused: replaced by a newer bundle"
+    UNKNOWN = "unknown", "Refused: unknown link"
+    MISSING = "missing", "Failed: bundle file missing"
+
+
+class DownloadAttempt(models.Model):
+    """Every request for a bundle, answered or refused, for the audit trail."""
+
+    link = models.ForeignKey(
+        DownloadLink, null=True, blank=True, on_delete=models.SET_NULL, related_name="attempts"
+    )
+    device = models.ForeignKey(Device, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    outcome = models.CharField(max_length=16, choices=DownloadOutcome.choices)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_outcome_display()} at {self.at:%Y-%m-%d %H:%M:%S}"

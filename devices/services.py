@@ -14,6 +14,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import IntegrityError, transaction
 
+from devices.delivery import IssuedBundle, create_bundle, remove_device_files
 from devices.errors import (
     DeviceAlreadyRevoked,
     DeviceNotFound,
@@ -43,6 +44,7 @@ class RegistrationRequest:
 class Registration:
     device: Device
     issued: IssuedCertificate
+    bundle: IssuedBundle
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ def register_device(request: RegistrationRequest, *, actor: Actor = None) -> Reg
     if request.hardware_id:
         _refuse_taken_hardware_id(request.hardware_id)
     key = _prepare_key(request.csr_pem, request.key_type)
+    device_id = None
     try:
         with transaction.atomic():
             device = Device.objects.create(
@@ -92,6 +95,7 @@ def register_device(request: RegistrationRequest, *, actor: Actor = None) -> Reg
                 created_by=_user_or_none(actor),
                 status=DeviceStatus.PENDING,
             )
+            device_id = device.id
             issued = issue_certificate(
                 str(device.id),
                 key_type=request.key_type,
@@ -100,12 +104,22 @@ def register_device(request: RegistrationRequest, *, actor: Actor = None) -> Reg
                 device_id=device.id,
             )
             _activate(device)
+            bundle = create_bundle(device, issued.record, issued.private_key, actor=_user_or_none(actor))
     except IntegrityError:
+        _forget_files(device_id)
         # Two registrations raced for the same hardware id; the database let one win.
         if request.hardware_id:
             _refuse_taken_hardware_id(request.hardware_id)
         raise
-    return Registration(device=get_device(device.id), issued=issued)
+    except BaseException:
+        _forget_files(device_id)
+        raise
+    return Registration(device=get_device(device.id), issued=issued, bundle=bundle)
+
+
+def _forget_files(device_id: uuid.UUID | None) -> None:
+    if device_id is not None:
+        remove_device_files(device_id)
 
 
 def _refuse_taken_hardware_id(hardware_id: str) -> None:
@@ -184,7 +198,24 @@ def reissue_device(
         if superseded.exists():
             revoke_certificates(list(superseded), RevocationReason.SUPERSEDED)
         locked.save(update_fields=["updated_at"])
-    return Registration(device=get_device(device.id), issued=issued)
+        bundle = create_bundle(locked, issued.record, issued.private_key, actor=_user_or_none(actor))
+    return Registration(device=get_device(device.id), issued=issued, bundle=bundle)
+
+
+def issue_new_bundle(device: Device, *, actor: Actor = None) -> IssuedBundle:
+    """A fresh bundle and link. The server keeps no device key, so for a server-generated key
+    this is a rotation (new key and certificate, the old one superseded); for a device that
+    made its own key, the same certificate in a new bundle."""
+    current = device.current_certificate
+    if device.status != DeviceStatus.ACTIVE or current is None:
+        raise InvalidDeviceState(
+            f"Device {device.id} is {device.status}; only active devices get new bundles.",
+            device_id=str(device.id),
+        )
+    if not current.from_csr:
+        return reissue_device(device, actor=actor).bundle
+    with transaction.atomic():
+        return create_bundle(device, current, None, actor=_user_or_none(actor))
 
 
 def delete_device(device: Device, *, actor: Actor = None) -> None:
@@ -196,3 +227,4 @@ def delete_device(device: Device, *, actor: Actor = None) -> None:
         locked = Device.objects.select_for_update().get(pk=device.pk)
         _revoke_valid_certificates(locked, RevocationReason.CESSATION_OF_OPERATION)
         locked.delete()
+    remove_device_files(device.id)

@@ -5,11 +5,13 @@ bodies, throttles configured from settings, and JSON (never HTML) on API paths e
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
@@ -21,6 +23,8 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from onboarding.errors import ServiceError
+
+logger = logging.getLogger(__name__)
 
 # Paths whose clients are programs: they get JSON errors, never an HTML page.
 API_PATH_PREFIXES = ("/api/", "/register", "/device/", "/revoke/", "/health", "/download/")
@@ -125,6 +129,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """Every error as `{"error": {"code", "message", "fields"?}}` with the status that fits."""
     if isinstance(exc, ServiceError):
         return Response(error_body(exc.code, exc.message, **exc.details), status=exc.status)
+    if isinstance(exc, OperationalError):
+        logger.error("database error: %s", exc)
+        return Response(
+            error_body("database_unavailable", "The database is unavailable or busy; try again shortly."),
+            status=503,
+        )
     if isinstance(exc, Http404):
         return Response(error_body("not_found", "Nothing is at this address."), status=404)
     if isinstance(exc, DjangoPermissionDenied):
@@ -195,6 +205,7 @@ _ERROR_DESCRIPTIONS = {
     404: "unknown or malformed device id, or a page past the end of a list",
     405: "method not allowed",
     409: "conflict with the current state",
+    410: "the link was used, expired or replaced by a newer bundle",
     413: "request body too large",
     415: "the body is not JSON",
     422: "the Idempotency-Key was already used for a different request",

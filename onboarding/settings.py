@@ -124,6 +124,8 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{_ensure_private_dir(DATA_DIR) / 'devices.db'}"),
 }
+# The database the test suite creates; unset: Django's default (in-memory for SQLite).
+DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=None)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -165,6 +167,9 @@ LOCK_DIR = DATA_DIR / "locks"
 # --- Credential delivery and broker (see README "Settings") ---
 DOWNLOAD_EXPIRY_MINUTES: int = env.int("DOWNLOAD_EXPIRY_MINUTES", default=30)
 BROKER_ACL_FILE = Path(env.str("BROKER_ACL_FILE", default=str(DATA_DIR / "mosquitto.acl"))).resolve()
+# What devices connect to: written into every credential bundle.
+BROKER_PUBLIC_HOST: str = env.str("BROKER_PUBLIC_HOST", default="localhost")
+BROKER_PUBLIC_PORT: int = env.int("BROKER_PUBLIC_PORT", default=8883)
 
 # --- REST API ---
 API_MAX_BODY_BYTES: int = env.int("API_MAX_BODY_BYTES", default=64 * 1024)

@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from devices.api.urls import original_paths
+from devices.views import DownloadView
 from onboarding import health, views
 
 handler400 = "onboarding.api.bad_request"
@@ -21,6 +22,7 @@ urlpatterns = [
     # The original design's paths, at the root, for existing clients.
     *original_paths,
     path("health", health.health, name="health"),
+    path("download/<str:token>", DownloadView.as_view(), name="download"),
     path("api/v1/", include((api_v1, "v1"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

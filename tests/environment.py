@@ -8,6 +8,9 @@ import os
 import tempfile
 
 os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="onboarding-test-"))
+# A file, not shared-cache memory: threads of a live server then wait for each other's locks
+# as they do in production instead of failing with "database table is locked".
+os.environ.setdefault("TEST_DATABASE_NAME", os.path.join(os.environ["DATA_DIR"], "test.db"))
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdef")
 os.environ.setdefault("CA_KEY_PASSPHRASE", "test-ca-passphrase")
 os.environ.setdefault("DEBUG", "false")

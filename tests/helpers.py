@@ -62,3 +62,18 @@ def openssl_verify(
     ca_file: Path, certificate_file: Path, *extra: str | Path
 ) -> subprocess.CompletedProcess[str]:
     return run_tool("openssl", "verify", *extra, "-CAfile", ca_file, certificate_file)
+
+
+def open_bundle(client: object, answer: dict[str, str]) -> dict[str, bytes]:
+    """Download the bundle an API answer links to (once) and open it with its password."""
+    import io
+    from urllib.parse import urlsplit
+
+    import pyzipper
+
+    response = client.get(urlsplit(answer["download_url"]).path)  # type: ignore[attr-defined]
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"] == "application/zip"
+    with pyzipper.AESZipFile(io.BytesIO(response.content)) as archive:
+        archive.setpassword(answer["bundle_password"].encode())
+        return {name: archive.read(name) for name in archive.namelist()}

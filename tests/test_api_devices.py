@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from devices.models import Device, DeviceStatus, IdempotentRequest
 from pki.keystore import CertificateAuthority, keystore
 from pki.models import Certificate, CertificateStatus
-from tests.helpers import assert_signed_by, openssl_verify
+from tests.helpers import assert_signed_by, open_bundle, openssl_verify
 from tests.test_profiles import make_csr
 
 
@@ -51,7 +51,8 @@ class TestRegister:
         assert body["certificate"]["subject"] == f"CN={device_id}"
 
         certificate = x509.load_pem_x509_certificate(body["certificate_pem"].encode())
-        key = serialization.load_pem_private_key(body["private_key_pem"].encode(), password=None)
+        files = open_bundle(operator_api, body)
+        key = serialization.load_pem_private_key(files["device.key"], password=None)
         assert key.public_key() == certificate.public_key()
         assert_signed_by(certificate, ca.certificate)
         assert body["ca_certificate_pem"] == keystore().certificate_path.read_text()
@@ -69,7 +70,7 @@ class TestRegister:
         )
         assert response.status_code == 201, response.content
         body = response.json()
-        assert body["private_key_pem"] is None
+        assert "device.key" not in open_bundle(operator_api, body)
         certificate = x509.load_pem_x509_certificate(body["certificate_pem"].encode())
         assert certificate.public_key() == device_key.public_key()
         assert body["certificate"]["key_type"] == "ec-p256"
@@ -135,7 +136,7 @@ class TestIdempotency:
         key = str(uuid.uuid4())
         body = operator_api.post("/register", {"name": "a"}, format="json", HTTP_IDEMPOTENCY_KEY=key).json()
         stored = bytes(IdempotentRequest.objects.get().encrypted_response)
-        assert b"PRIVATE KEY" not in stored and body["id"].encode() not in stored
+        assert body["bundle_password"].encode() not in stored and body["id"].encode() not in stored
         assert key not in IdempotentRequest.objects.get().key_digest
 
     def test_same_key_for_another_request_is_refused(self, operator_api: APIClient) -> None:
@@ -184,7 +185,7 @@ class TestRead:
             "revocation_reason",
             "revoked_at",
         }
-        assert "private_key_pem" not in body
+        assert "bundle_password" not in body and "download_url" not in body
 
     @pytest.mark.parametrize("device_id", [str(uuid.uuid4()), "not-a-uuid", "1"])
     def test_unknown_or_malformed_id_is_404(self, operator_api: APIClient, device_id: str) -> None:
@@ -269,13 +270,14 @@ class TestRevoke:
 class TestReissue:
     def test_rotation_supersedes_the_old_certificate(self, operator_api: APIClient, client: Any) -> None:
         first = register(operator_api).json()
+        first_key = open_bundle(operator_api, first)["device.key"]
         response = operator_api.post(f"/api/v1/devices/{first['id']}/reissue", {}, format="json")
         assert response.status_code == 201, response.content
         second = response.json()
         assert second["id"] == first["id"]
         assert second["certificate"]["serial"] != first["certificate"]["serial"]
         assert second["certificate"]["key_type"] == "ec-p256"
-        assert second["private_key_pem"] and second["private_key_pem"] != first["private_key_pem"]
+        assert open_bundle(operator_api, second)["device.key"] != first_key
         assert second["topics"] == first["topics"]
         old = Certificate.objects.get(serial=first["certificate"]["serial"])
         assert old.status == CertificateStatus.REVOKED and old.revocation_reason == "superseded"

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from rest_framework.test import APIClient
 
+from devices import delivery
 from devices import services as device_services
-from devices.models import Device
+from devices.models import Device, DownloadLink
 from pki import services as pki_services
 from pki.models import Certificate, CertificateRevocationList
 
@@ -34,6 +35,8 @@ STEPS = {
     "certificate row": (Certificate.objects, "create"),
     "issuance": (device_services, "issue_certificate"),
     "activation": (device_services, "_activate"),
+    "bundle": (device_services, "create_bundle"),
+    "bundle files": (delivery, "write_atomically"),
 }
 
 
@@ -43,7 +46,12 @@ def test_failure_at_each_step_leaves_nothing(
 ) -> None:
     operator_api.raise_request_exception = False
     before_files = snapshot(session_ca_root)
-    before = (Device.objects.count(), Certificate.objects.count(), CertificateRevocationList.objects.count())
+    before = (
+        Device.objects.count(),
+        Certificate.objects.count(),
+        CertificateRevocationList.objects.count(),
+        DownloadLink.objects.count(),
+    )
     target, attribute = STEPS[step]
     monkeypatch.setattr(target, attribute, fail)
 
@@ -56,6 +64,7 @@ def test_failure_at_each_step_leaves_nothing(
         Device.objects.count(),
         Certificate.objects.count(),
         CertificateRevocationList.objects.count(),
+        DownloadLink.objects.count(),
     ) == before
     assert snapshot(session_ca_root) == before_files
     monkeypatch.undo()

@@ -21,8 +21,21 @@ SINGLE_LINE_PATTERN = f"^{_EDGE}(?:{_TEXT}*{_EDGE})?$"
 SINGLE_LINE_MESSAGE = "Use one line of text, without control characters or spaces at either end."
 
 
+class StringsOnly:
+    """DRF's CharField turns 42 into "42"; an API with a schema should refuse it instead."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            raise serializers.ValidationError("Must be a string.", code="invalid_type")
+        return super().to_internal_value(data)  # type: ignore[misc]
+
+
+class SingleLineField(StringsOnly, serializers.RegexField):
+    pass
+
+
 def single_line_field(**kwargs: Any) -> serializers.RegexField:
-    return serializers.RegexField(
+    return SingleLineField(
         SINGLE_LINE_PATTERN,
         max_length=128,
         trim_whitespace=False,
@@ -32,7 +45,7 @@ def single_line_field(**kwargs: Any) -> serializers.RegexField:
 
 
 @extend_schema_field({"type": "string", "format": "pem-csr", "maxLength": MAX_CSR_BYTES})
-class CSRField(serializers.CharField):
+class CSRField(StringsOnly, serializers.CharField):
     """A PEM certificate request; documented with its own format so clients know what to send."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -103,17 +116,32 @@ class DeviceSerializer(serializers.ModelSerializer[Device]):
         return [{"filter": rule.filter, "access": rule.access} for rule in default_rules(str(device.id))]
 
 
+class BundleSerializer(serializers.Serializer[Any]):
+    """A new credential bundle: its link and password, shown this once and never again."""
+
+    download_url = serializers.URLField(help_text="one-time link to the encrypted ZIP")
+    download_expires_at = serializers.DateTimeField(help_text="the link stops working at this time")
+    bundle_password = serializers.CharField(help_text="opens the ZIP (AES-256); not stored by the portal")
+
+
 class RegistrationSerializer(DeviceSerializer):
-    """The answer to a registration: the device plus its credentials, shown this once."""
+    """The answer to a registration or re-issue: the device, its certificate, and its bundle."""
 
     certificate_pem = serializers.CharField(read_only=True)
     ca_certificate_pem = serializers.CharField(read_only=True)
-    private_key_pem = serializers.CharField(
-        read_only=True, allow_null=True, help_text="PKCS#8 PEM of the server-generated key; null for a CSR"
-    )
+    download_url = serializers.URLField(read_only=True, help_text="one-time link to the encrypted ZIP")
+    download_expires_at = serializers.DateTimeField(read_only=True)
+    bundle_password = serializers.CharField(read_only=True, help_text="opens the ZIP; shown this once")
 
     class Meta(DeviceSerializer.Meta):
-        fields = [*DeviceSerializer.Meta.fields, "certificate_pem", "ca_certificate_pem", "private_key_pem"]
+        fields = [
+            *DeviceSerializer.Meta.fields,
+            "certificate_pem",
+            "ca_certificate_pem",
+            "download_url",
+            "download_expires_at",
+            "bundle_password",
+        ]
         read_only_fields = fields
 
 

@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives import serialization
 from django.db.models import QuerySet
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,25 +18,36 @@ from accounts.permissions import ActionPermission
 from devices import idempotency, services
 from devices.api.filters import MAX_EXPIRY_DAYS, DeviceFilter
 from devices.api.serializers import (
+    BundleSerializer,
     DeviceSerializer,
     RegisterRequestSerializer,
     RegistrationSerializer,
     ReissueRequestSerializer,
     RevokeRequestSerializer,
 )
+from devices.delivery import IssuedBundle
 from devices.models import Device
 from onboarding.api import StrictOrderingFilter, error_responses, list_parameters
 from pki.keystore import get_ca
-from pki.profiles import KeyType, RevocationReason, private_key_pem
+from pki.profiles import KeyType, RevocationReason
+
+
+def _bundle(bundle: IssuedBundle) -> dict[str, Any]:
+    return {
+        "download_url": bundle.url,
+        "download_expires_at": serializers.DateTimeField().to_representation(bundle.link.expires_at),
+        "bundle_password": bundle.password,
+    }
 
 
 def _credentials(registration: services.Registration) -> dict[str, Any]:
-    """The device plus its credentials: the one answer that carries them."""
+    """The device, its certificate and its new bundle: the one answer that carries the password."""
     data = dict(DeviceSerializer(registration.device).data)
-    issued = registration.issued
-    data["certificate_pem"] = issued.certificate.public_bytes(serialization.Encoding.PEM).decode()
+    data["certificate_pem"] = registration.issued.certificate.public_bytes(
+        serialization.Encoding.PEM
+    ).decode()
     data["ca_certificate_pem"] = get_ca().certificate_pem.decode()
-    data["private_key_pem"] = private_key_pem(issued.private_key).decode() if issued.private_key else None
+    data.update(_bundle(registration.bundle))
     return data
 
 
@@ -66,6 +77,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
         "create": roles.REGISTER,
         "revoke": roles.REVOKE,
         "reissue": roles.REISSUE,
+        "bundle": roles.REISSUE,
         "destroy": roles.REVOKE,
     }
     filter_backends = [DjangoFilterBackend, StrictOrderingFilter]
@@ -161,6 +173,19 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
             actor=request.user,
         )
         return Response(_credentials(registration), status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="A fresh credential bundle and link",
+        description="For a server-generated key this rotates the key (the server keeps no copy); "
+        "for a device that made its own key, the current certificate is packaged again. "
+        "Earlier unused links of the device stop working.",
+        request=None,
+        responses={201: BundleSerializer, **error_responses(401, 403, 404, 409, 503)},
+    )
+    @action(detail=True, methods=["post"])
+    def bundle(self, request: Request, pk: str) -> Response:
+        bundle = services.issue_new_bundle(self.get_object(), actor=request.user)
+        return Response(_bundle(bundle), status=status.HTTP_201_CREATED)
 
     @extend_schema(
         summary="Delete a device (a valid certificate is revoked, not lost)",

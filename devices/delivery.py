@@ -1,0 +1,206 @@
+"""Credential delivery: the encrypted bundle on disk and its one-time, expiring download link.
+
+Layout, as in the original design: `CA_ROOT_PATH/devices/<id>/device.crt` and `creds.zip`
+(AES-256 encrypted). The bundle password is returned once and never stored; the link token is
+stored only as its SHA-256 digest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from broker.rules import default_rules
+from devices.bundles import BundleContents, build_bundle, new_bundle_password
+from devices.models import Device, DownloadAttempt, DownloadLink, DownloadOutcome
+from onboarding.errors import ServiceError
+from onboarding.fs import write_atomically
+from pki.keystore import get_ca
+from pki.models import Certificate
+from pki.profiles import PrivateKey, private_key_pem
+
+TOKEN_BYTES = 32  # 256 bits, well above the 128 the threat model asks for
+
+
+class BundleNotFound(ServiceError):
+    code = "unknown_link"
+    status = 404
+
+
+class BundleGone(ServiceError):
+    status = 410
+
+
+class BundleUnavailable(ServiceError):
+    code = "bundle_missing"
+    status = 503
+
+
+def device_directory(device_id: object) -> Path:
+    return Path(settings.CA_ROOT_PATH) / "devices" / str(device_id)
+
+
+def bundle_path(device_id: object) -> Path:
+    return device_directory(device_id) / "creds.zip"
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def download_url(token: str) -> str:
+    return f"{settings.PORTAL_URL}/download/{token}"
+
+
+@dataclass(frozen=True)
+class IssuedBundle:
+    link: DownloadLink
+    #: Shown once to whoever asked for the bundle; neither is stored.
+    token: str
+    password: str
+
+    @property
+    def url(self) -> str:
+        return download_url(self.token)
+
+
+def create_bundle(
+    device: Device, certificate: Certificate, private_key: PrivateKey | None, *, actor: User | None = None
+) -> IssuedBundle:
+    """Package the credentials and open a new link; older unused links of the device are withdrawn.
+
+    Call it last inside the workflow's transaction: the files are written after every row, so
+    a failure before them leaves the files as they were, and a failure in writing them rolls
+    the rows back.
+    """
+    password = new_bundle_password()
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    certificate_pem = certificate.pem.encode()
+    data = build_bundle(
+        BundleContents(
+            device_id=str(device.id),
+            device_name=device.name,
+            certificate_pem=certificate_pem,
+            ca_certificate_pem=get_ca().certificate_pem,
+            private_key_pem=private_key_pem(private_key) if private_key is not None else None,
+            broker_host=settings.BROKER_PUBLIC_HOST,
+            broker_port=settings.BROKER_PUBLIC_PORT,
+            topics=[{"filter": rule.filter, "access": rule.access} for rule in default_rules(str(device.id))],
+            serial=certificate.serial,
+            not_after=certificate.not_after.isoformat(),
+        ),
+        password,
+    )
+    now = timezone.now()
+    DownloadLink.objects.filter(device=device, used_at__isnull=True, withdrawn_at__isnull=True).update(
+        withdrawn_at=now
+    )
+    link = DownloadLink.objects.create(
+        device=device,
+        certificate=certificate,
+        token_digest=token_digest(token),
+        bundle_sha256=hashlib.sha256(data).hexdigest(),
+        created_by=actor,
+        expires_at=now + dt.timedelta(minutes=settings.DOWNLOAD_EXPIRY_MINUTES),
+    )
+    directory = device_directory(device.id)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomically(directory / "device.crt", certificate_pem, mode=0o644)
+    write_atomically(directory / "creds.zip", data, mode=0o600)
+    return IssuedBundle(link=link, token=token, password=password)
+
+
+def remove_device_files(device_id: object) -> None:
+    """Forget a device's files (after a failed registration, or when the device is deleted)."""
+    shutil.rmtree(device_directory(device_id), ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Download:
+    data: bytes
+    filename: str
+
+
+def _record(
+    outcome: DownloadOutcome, link: DownloadLink | None, address: str | None, user_agent: str
+) -> None:
+    DownloadAttempt.objects.create(
+        link=link,
+        device_id=link.device_id if link else None,
+        outcome=outcome,
+        address=address,
+        user_agent=user_agent[:300],
+    )
+
+
+def _discard_bundle(link: DownloadLink) -> None:
+    """Delete creds.zip if it is still this link's bundle (a newer one may have replaced it)."""
+    path = bundle_path(link.device_id)
+    with contextlib.suppress(FileNotFoundError):
+        if hashlib.sha256(path.read_bytes()).hexdigest() == link.bundle_sha256:
+            path.unlink()
+
+
+def download_bundle(token: str, *, address: str | None = None, user_agent: str = "") -> Download:
+    """Hand out the bundle once. Every attempt, granted or refused, is recorded."""
+    link = DownloadLink.objects.select_related("device").filter(token_digest=token_digest(token)).first()
+    if link is None:
+        _record(DownloadOutcome.UNKNOWN, None, address, user_agent)
+        raise BundleNotFound("This download link does not exist. Check that it was copied whole.")
+    now = timezone.now()
+    if link.used_at is not None:
+        _record(DownloadOutcome.REUSED, link, address, user_agent)
+        raise _gone("link_used", f"This link was already used at {link.used_at:%Y-%m-%d %H:%M} UTC.")
+    if link.withdrawn_at is not None:
+        _record(DownloadOutcome.WITHDRAWN, link, address, user_agent)
+        raise _gone("link_withdrawn", "A newer bundle replaced this one; use the newest link.")
+    if link.expires_at <= now:
+        _record(DownloadOutcome.EXPIRED, link, address, user_agent)
+        _discard_bundle(link)
+        raise _gone("link_expired", f"This link expired at {link.expires_at:%Y-%m-%d %H:%M} UTC.")
+    try:
+        data = bundle_path(link.device_id).read_bytes()
+    except FileNotFoundError:
+        data = b""
+    if hashlib.sha256(data).hexdigest() != link.bundle_sha256:
+        _record(DownloadOutcome.MISSING, link, address, user_agent)
+        raise BundleUnavailable(
+            "The bundle for this link is missing on the server. Ask an operator for a new bundle."
+        )
+    # The database decides who gets it: of two simultaneous requests one updates the row.
+    claimed = DownloadLink.objects.filter(
+        pk=link.pk, used_at__isnull=True, withdrawn_at__isnull=True, expires_at__gt=now
+    ).update(used_at=now)
+    if claimed != 1:
+        _record(DownloadOutcome.REUSED, link, address, user_agent)
+        raise _gone("link_used", "This link was already used.")
+    _record(DownloadOutcome.SUCCESS, link, address, user_agent)
+    _discard_bundle(link)
+    return Download(data=data, filename=f"{link.device_id}-credentials.zip")
+
+
+def _gone(code: str, message: str) -> BundleGone:
+    error = BundleGone(f"{message} Ask an operator for a new bundle.")
+    error.code = code
+    return error
+
+
+def discard_expired_bundles(now: dt.datetime | None = None) -> int:
+    """Delete the files of links that expired unused; returns how many were deleted."""
+    now = now or timezone.now()
+    removed = 0
+    for link in DownloadLink.objects.filter(used_at__isnull=True, expires_at__lte=now):
+        path = bundle_path(link.device_id)
+        if path.exists():
+            _discard_bundle(link)
+            removed += 0 if path.exists() else 1
+    return removed
