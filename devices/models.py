@@ -55,6 +55,9 @@ class Device(models.Model):
     )
     metadata = models.JSONField(default=dict, blank=True)
     failure_reason = models.TextField(blank=True)
+    # When the broker was known to enforce this device's revocation (reloaded, and confirmed
+    # by the probe where one is configured). Null while revoked but not yet enforced.
+    revocation_enforced_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -7,6 +7,8 @@ the transaction; everything that writes happens inside one.
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +16,8 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import IntegrityError, transaction
 
+from broker.probe import SyncCanary, issue_sync_canary, probe_configured
+from broker.services import BrokerSyncError, enforce_now
 from devices.delivery import IssuedBundle, create_bundle, remove_device_files
 from devices.errors import (
     DeviceAlreadyRevoked,
@@ -29,6 +33,7 @@ from pki.profiles import KeyType, ParsedCSR, PrivateKey, RevocationReason, parse
 from pki.services import IssuedCertificate, issue_certificate, revoke_certificates
 
 Actor = AbstractBaseUser | AnonymousUser | None
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -150,16 +155,34 @@ def revoke_device(
         locked = Device.objects.select_for_update().get(pk=device.pk)
         if locked.status == DeviceStatus.REVOKED:
             raise DeviceAlreadyRevoked(f"Device {locked.id} is already revoked.", device_id=str(locked.id))
-        _revoke_valid_certificates(locked, reason)
+        # Revoked on the same CRL as the device, to learn when the broker enforces it.
+        canary = issue_sync_canary() if probe_configured() else None
+        _revoke_valid_certificates(locked, reason, also=[canary.record] if canary else [])
         locked.status = DeviceStatus.REVOKED
         locked.save(update_fields=["status", "updated_at"])
+    enforced_at = _tell_broker(canary)
+    if enforced_at is not None:
+        Device.objects.filter(pk=device.pk).update(revocation_enforced_at=enforced_at)
     return get_device(device.id)
 
 
-def _revoke_valid_certificates(device: Device, reason: RevocationReason) -> None:
+def _tell_broker(canary: SyncCanary | None = None) -> dt.datetime | None:
+    """Push the new CRL and rights to the broker. The revocation already stands in the database
+    and the CA's CRL; a broker that cannot be reached now is brought in step by the next sync
+    (`broker_sync`, the scheduler), and /health reports the drift meanwhile."""
+    try:
+        return enforce_now(canary)
+    except BrokerSyncError as exc:
+        logger.error("broker not updated: %s", exc.message)
+        return None
+
+
+def _revoke_valid_certificates(
+    device: Device, reason: RevocationReason, also: list[Certificate] | None = None
+) -> None:
     valid = list(Certificate.objects.filter(device=device, status=CertificateStatus.ACTIVE))
-    if valid:
-        revoke_certificates(valid, reason)
+    if valid or also:
+        revoke_certificates([*valid, *(also or [])], reason)
 
 
 def reissue_device(
@@ -199,6 +222,7 @@ def reissue_device(
             revoke_certificates(list(superseded), RevocationReason.SUPERSEDED)
         locked.save(update_fields=["updated_at"])
         bundle = create_bundle(locked, issued.record, issued.private_key, actor=_user_or_none(actor))
+    _tell_broker()  # the superseded certificate is on the CRL: the broker must refuse it too
     return Registration(device=get_device(device.id), issued=issued, bundle=bundle)
 
 
@@ -228,3 +252,4 @@ def delete_device(device: Device, *, actor: Actor = None) -> None:
         _revoke_valid_certificates(locked, RevocationReason.CESSATION_OF_OPERATION)
         locked.delete()
     remove_device_files(device.id)
+    _tell_broker()

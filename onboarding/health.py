@@ -17,6 +17,9 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from broker.probe import probe_broker, probe_configured
+from broker.services import broker_drift
+from onboarding.errors import ServiceError
 from pki.errors import PKIError
 from pki.keystore import get_ca
 from pki.services import crl_path
@@ -91,12 +94,32 @@ def check_task_queue() -> CheckResult:
     return _ok(mode="workers")
 
 
+def check_broker() -> CheckResult:
+    """Drift between the database and the broker's files, then a live mTLS probe: the monitoring
+    identity must get in and the revoked canary must be refused (proof of a loaded, current CRL)."""
+    try:
+        drift = broker_drift()
+    except ServiceError as exc:
+        return _fail(exc.message)
+    if drift:
+        return _fail("out of step with the database: " + "; ".join(drift))
+    if not probe_configured():
+        return _ok(probe="not configured (run mosquitto_config)")
+    result = probe_broker()
+    if not result.monitor_connected:
+        return _fail("the broker refused or did not answer the monitoring connection")
+    if not result.canary_refused:
+        return _fail("the broker let a revoked certificate in: its CRL is missing or stale")
+    return _ok(probe="monitor connected, revoked canary refused")
+
+
 CHECKS: dict[str, Callable[[], CheckResult]] = {
     "database": check_database,
     "ca": check_ca,
     "crl": check_crl,
     "acl_file": check_acl_file,
     "task_queue": check_task_queue,
+    "broker": check_broker,
 }
 
 

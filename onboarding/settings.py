@@ -166,10 +166,22 @@ LOCK_DIR = DATA_DIR / "locks"
 
 # --- Credential delivery and broker (see README "Settings") ---
 DOWNLOAD_EXPIRY_MINUTES: int = env.int("DOWNLOAD_EXPIRY_MINUTES", default=30)
+BROKER_BACKEND: str = env.str("BROKER_BACKEND", default="mosquitto_acl")
 BROKER_ACL_FILE = Path(env.str("BROKER_ACL_FILE", default=str(DATA_DIR / "mosquitto.acl"))).resolve()
+# The broker's own copy of the CRL, checked before it replaces the previous one: a broker
+# given a damaged CRL stops checking revocation, one given an expired CRL refuses everyone.
+BROKER_CRL_FILE = Path(env.str("BROKER_CRL_FILE", default=str(DATA_DIR / "mosquitto-crl.pem"))).resolve()
+# How the portal tells Mosquitto to reload: SIGHUP to the PID in this file, or this command.
+MOSQUITTO_PID_FILE: str = env.str("MOSQUITTO_PID_FILE", default="")
+BROKER_RELOAD_COMMAND: str = env.str("BROKER_RELOAD_COMMAND", default="")
+# Monitoring certificates for the /health broker probe live here (keys encrypted).
+BROKER_PROBE_DIR = Path(env.str("BROKER_PROBE_DIR", default=str(DATA_DIR / "broker-probe"))).resolve()
 # What devices connect to: written into every credential bundle.
-BROKER_PUBLIC_HOST: str = env.str("BROKER_PUBLIC_HOST", default="localhost")
+BROKER_PUBLIC_HOST: str = env.str("BROKER_PUBLIC_HOST", default="127.0.0.1")
 BROKER_PUBLIC_PORT: int = env.int("BROKER_PUBLIC_PORT", default=8883)
+# Where the portal itself reaches the broker for its health probe (default: the public address).
+BROKER_PROBE_HOST: str = env.str("BROKER_PROBE_HOST", default=BROKER_PUBLIC_HOST)
+BROKER_PROBE_PORT: int = env.int("BROKER_PROBE_PORT", default=BROKER_PUBLIC_PORT)
 
 # --- REST API ---
 API_MAX_BODY_BYTES: int = env.int("API_MAX_BODY_BYTES", default=64 * 1024)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,3 +85,27 @@ def token_client(make_user):
 @pytest.fixture
 def operator_api(ca, token_client):
     return token_client("Operators")
+
+
+# --- A real Mosquitto started with the configuration `mosquitto_config` generates ---
+
+
+@pytest.fixture
+def mosquitto(ca, settings, tmp_path):
+    from django.core.management import call_command
+
+    from tests.mosquitto import free_port, start_mosquitto, stop_mosquitto
+
+    port = free_port()
+    directory = tmp_path / "broker"
+    settings.BROKER_ACL_FILE = directory / "mosquitto.acl"
+    settings.BROKER_CRL_FILE = directory / "crl.pem"
+    settings.MOSQUITTO_PID_FILE = str(directory / "mosquitto.pid")
+    settings.BROKER_PROBE_DIR = tmp_path / "probe"
+    settings.BROKER_PUBLIC_HOST = settings.BROKER_PROBE_HOST = "127.0.0.1"
+    settings.BROKER_PUBLIC_PORT = settings.BROKER_PROBE_PORT = port
+    call_command("mosquitto_config", "--out", str(directory), "--port", str(port), "--bind", "127.0.0.1",
+                 stdout=io.StringIO())  # fmt: skip
+    broker = start_mosquitto(directory, port)
+    yield broker
+    stop_mosquitto(broker)

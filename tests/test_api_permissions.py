@@ -90,7 +90,8 @@ def test_permission_matrix(
 
 @pytest.mark.parametrize("path", ["/health", "/api/v1/health", "/crl.pem", "/ca.crt", "/api/schema/"])
 def test_public_endpoints_need_no_login(ca: CertificateAuthority, path: str) -> None:
-    assert APIClient().get(path).status_code == 200
+    # /health answers 200 or 503 depending on the components; never 401 or 403.
+    assert APIClient().get(path).status_code in ({200, 503} if "health" in path else {200})
 
 
 def test_roles_exist_with_their_permissions(db: Any) -> None:

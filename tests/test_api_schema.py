@@ -20,8 +20,15 @@ from tests.test_profiles import make_csr
 
 
 @pytest.fixture
-def api_schema(ca: CertificateAuthority) -> Iterator[Any]:
+def api_schema(ca: CertificateAuthority, settings: Any, tmp_path: Any) -> Iterator[Any]:
+    from broker.services import sync_broker
     from onboarding.wsgi import application
+
+    # A healthy portal (broker files in step), so /health answers 200 and any 5xx is a finding.
+    settings.BROKER_ACL_FILE = tmp_path / "mosquitto.acl"
+    settings.BROKER_CRL_FILE = tmp_path / "mosquitto-crl.pem"
+    settings.BROKER_PROBE_DIR = tmp_path / "probe"
+    sync_broker()
 
     # Requests go straight to the WSGI app, so do what Django's test client does: keep the
     # test's database connection (and its transaction) open across requests.

@@ -6,22 +6,32 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import pytest
 import time_machine
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from broker.services import sync_broker
 from pki.keystore import CertificateAuthority
 
 
-def test_healthy(ca: CertificateAuthority, tmp_path: Path, settings: Any) -> None:
+@pytest.fixture
+def synced(ca: CertificateAuthority, tmp_path: Path, settings: Any) -> None:
     settings.BROKER_ACL_FILE = tmp_path / "mosquitto.acl"
+    settings.BROKER_CRL_FILE = tmp_path / "mosquitto-crl.pem"
+    settings.BROKER_PROBE_DIR = tmp_path / "no-probe"
+    sync_broker()
+
+
+def test_healthy(synced: None) -> None:
     response = APIClient().get("/health")
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"database", "ca", "crl", "acl_file", "task_queue"}
+    assert set(body["checks"]) == {"database", "ca", "crl", "acl_file", "task_queue", "broker"}
     assert all(check["status"] == "ok" for check in body["checks"].values())
     assert body["checks"]["task_queue"]["mode"] == "in-process"
+    assert body["checks"]["broker"]["probe"] == "not configured (run mosquitto_config)"
     assert response["Cache-Control"] == "no-store"
 
 
@@ -34,21 +44,21 @@ def test_missing_ca_is_named(fresh_ca_root: Path, db: Any) -> None:
     assert body["checks"]["ca"]["message"] == "the CA has not been created"
 
 
-def test_stale_crl_is_named(ca: CertificateAuthority) -> None:
+def test_stale_crl_is_named(synced: None) -> None:
     with time_machine.travel(dt.datetime.now(dt.UTC) + dt.timedelta(hours=settings.CRL_VALIDITY_HOURS + 1)):
         response = APIClient().get("/health")
     assert response.status_code == 503
-    assert response.json()["failed"] == ["crl"]
+    assert "crl" in response.json()["failed"]
 
 
-def test_unwritable_acl_location_is_named(ca: CertificateAuthority, settings: Any) -> None:
+def test_unwritable_acl_location_is_named(synced: None, settings: Any) -> None:
     settings.BROKER_ACL_FILE = Path("/nonexistent-dir/mosquitto.acl")
     response = APIClient().get("/health")
     assert response.status_code == 503
-    assert response.json()["failed"] == ["acl_file"]
+    assert "acl_file" in response.json()["failed"]
 
 
-def test_unreachable_task_queue_is_named(ca: CertificateAuthority, settings: Any) -> None:
+def test_unreachable_task_queue_is_named(synced: None, settings: Any) -> None:
     from onboarding.celery import app
 
     settings.CELERY_TASK_ALWAYS_EAGER = False
@@ -59,7 +69,7 @@ def test_unreachable_task_queue_is_named(ca: CertificateAuthority, settings: Any
     finally:
         app.conf.broker_url = previous
     assert response.status_code == 503
-    assert "task_queue" in response.json()["failed"]
+    assert response.json()["failed"] == ["task_queue"]
 
 
 def test_reveals_no_secrets_or_paths(ca: CertificateAuthority, fresh_ca_root: Path) -> None:
@@ -71,3 +81,11 @@ def test_reveals_no_secrets_or_paths(ca: CertificateAuthority, fresh_ca_root: Pa
         str(fresh_ca_root),
     ):
         assert secret not in text
+
+
+def test_broker_drift_is_named(synced: None, settings: Any) -> None:
+    settings.BROKER_ACL_FILE.write_text("pattern readwrite #\n")  # someone edited the broker's ACL
+    response = APIClient().get("/health")
+    assert response.status_code == 503
+    assert response.json()["failed"] == ["broker"]
+    assert "ACL" in response.json()["checks"]["broker"]["message"]

@@ -98,6 +98,7 @@ class DeviceSerializer(serializers.ModelSerializer[Device]):
             "status",
             "metadata",
             "failure_reason",
+            "revocation_enforced_at",
             "created_by",
             "created_at",
             "updated_at",

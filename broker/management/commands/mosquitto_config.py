@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import ipaddress
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from broker.config import BrokerConfig, render_mosquitto_conf
+from broker.probe import create_probe_identities, probe_configured
+from broker.services import sync_broker
+from onboarding.errors import ServiceError
+from onboarding.fs import write_atomically
+from pki.keystore import get_ca
+from pki.models import Certificate, CertificatePurpose
+from pki.profiles import EndEntityProfile, KeyType, RevocationReason
+from pki.services import issue_certificate, revoke_certificate
+
+SERVER_RENEW_DAYS = 30
+# Clients check the subjectAltName (RFC 6125); the CN only names the certificate for people.
+BROKER_COMMON_NAME = "IoT onboarding MQTT broker"
+LOOPBACK = ("127.0.0.1", "::1")
+
+
+def _split_names(hostnames: list[str]) -> tuple[list[str], list[str]]:
+    """DNS names for the SAN's dNSName entries, addresses (plus loopback) for iPAddress entries."""
+    dns_names, addresses = [], list(LOOPBACK)
+    for name in hostnames:
+        try:
+            address = str(ipaddress.ip_address(name))
+        except ValueError:
+            if name == "localhost" or "." not in name:
+                raise CommandError(
+                    f"'{name}' is not a fully qualified host name; use one (broker.example.com) or an IP "
+                    "address (127.0.0.1 is always included)."
+                ) from None
+            dns_names.append(name.lower())
+        else:
+            if address not in addresses:
+                addresses.append(address)
+    return sorted(set(dns_names)), addresses
+
+
+class Command(BaseCommand):
+    help = "Write a ready Mosquitto configuration (mTLS listener, CA, CRL, ACL, server certificate) to DIR."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--out", required=True, type=Path, help="directory for mosquitto.conf and TLS files"
+        )
+        parser.add_argument(
+            "--hostname",
+            action="append",
+            default=None,
+            help="host name or IP address of the broker for devices (repeatable; default BROKER_PUBLIC_HOST)",
+        )
+        parser.add_argument(
+            "--port", type=int, default=None, help="listener port (default BROKER_PUBLIC_PORT)"
+        )
+        parser.add_argument("--bind", default=None, help="listen on this address only (default: all)")
+        parser.add_argument(
+            "--backend", choices=["mosquitto_acl"], default=None, help="default BROKER_BACKEND"
+        )
+        parser.add_argument(
+            "--user",
+            default=None,
+            help="user Mosquitto runs as when started as root (default: the current user)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        backend = options["backend"] or settings.BROKER_BACKEND
+        if backend != "mosquitto_acl":
+            raise CommandError(f"The {backend} backend is not available; use mosquitto_acl.")
+        out: Path = options["out"].resolve()
+        hostnames = options["hostname"] or [settings.BROKER_PUBLIC_HOST]
+        port = options["port"] or settings.BROKER_PUBLIC_PORT
+        user = options["user"] or getpass.getuser()
+        try:
+            self._write(out, hostnames, port, options["bind"], user)
+            sync_broker(reload=False)
+        except ServiceError as exc:
+            raise CommandError(exc.message) from None
+        except OSError as exc:
+            raise CommandError(f"Could not write the broker configuration: {exc}.") from None
+        self.stdout.write(self.style.SUCCESS(f"Wrote {out / 'mosquitto.conf'} (port {port}, user {user})."))
+        self.stdout.write(f"Start the broker with:  mosquitto -c {out / 'mosquitto.conf'}")
+        if not settings.MOSQUITTO_PID_FILE and not settings.BROKER_RELOAD_COMMAND:
+            self.stdout.write(
+                "Set MOSQUITTO_PID_FILE (and rerun this command) or BROKER_RELOAD_COMMAND so the portal can "
+                "make the broker reload after a revocation."
+            )
+
+    def _write(self, out: Path, hostnames: list[str], port: int, bind: str | None, user: str) -> None:
+        out.mkdir(mode=0o755, parents=True, exist_ok=True)
+        write_atomically(out / "ca.crt", get_ca().certificate_pem, mode=0o644)
+        self._server_certificate(out, hostnames)
+        if not probe_configured():
+            create_probe_identities()
+        config = BrokerConfig(
+            port=port,
+            ca_file=out / "ca.crt",
+            certificate_file=out / "server.crt",
+            key_file=out / "server.key",
+            crl_file=Path(settings.BROKER_CRL_FILE),
+            acl_file=Path(settings.BROKER_ACL_FILE),
+            user=user,
+            bind_address=bind,
+            pid_file=settings.MOSQUITTO_PID_FILE or None,
+        )
+        write_atomically(out / "mosquitto.conf", render_mosquitto_conf(config).encode(), mode=0o644)
+        if user != getpass.getuser() and os.geteuid() == 0:
+            # Started as root, Mosquitto switches to `user` before it reads its key.
+            shutil.chown(out / "server.key", user=user)
+
+    def _server_certificate(self, out: Path, hostnames: list[str]) -> None:
+        """Reuse the broker certificate while it names the same hosts and is far from expiry."""
+        dns_names, addresses = _split_names(hostnames)
+        certificate_path, key_path = out / "server.crt", out / "server.key"
+        if certificate_path.exists() and key_path.exists():
+            current = x509.load_pem_x509_certificate(certificate_path.read_bytes())
+            names = current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            fresh = current.not_valid_after_utc - timezone.now() > dt.timedelta(days=SERVER_RENEW_DAYS)
+            same_ca = current.issuer == get_ca().certificate.subject
+            same_names = sorted(names.get_values_for_type(x509.DNSName)) == dns_names and sorted(
+                str(address) for address in names.get_values_for_type(x509.IPAddress)
+            ) == sorted(addresses)
+            if fresh and same_ca and same_names:
+                return
+        profile = EndEntityProfile(
+            extended_key_usage=(ExtendedKeyUsageOID.SERVER_AUTH,),
+            dns_names=tuple(dns_names),
+            ip_addresses=tuple(addresses),
+        )
+        issued = issue_certificate(
+            BROKER_COMMON_NAME, key_type=KeyType.RSA2048, profile=profile, purpose=CertificatePurpose.BROKER
+        )
+        assert issued.private_key is not None
+        # The broker reads its key at start-up without a passphrase; it is the broker's, no device's.
+        write_atomically(
+            key_path,
+            issued.private_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+            mode=0o600,
+        )
+        write_atomically(certificate_path, issued.record.pem.encode(), mode=0o644)
+        previous = (
+            Certificate.objects.active()
+            .filter(purpose=CertificatePurpose.BROKER)
+            .exclude(pk=issued.record.pk)
+        )
+        for certificate in previous:
+            revoke_certificate(certificate, RevocationReason.SUPERSEDED)

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from broker.acl import InvalidTopicFilter, reaches_other_devices, validate_topic_filter
+
+SHARED_ONLY_MESSAGE = "This filter reaches other devices' topics; mark the rule shared to allow it."
+
+
+class Access(models.TextChoices):
+    READ = "read", "Read (subscribe)"
+    WRITE = "write", "Write (publish)"
+    READWRITE = "readwrite", "Read and write"
+    DENY = "deny", "Deny"
+
+
+class AclRule(models.Model):
+    """A topic right beyond the device's own tree (`devices/{id}/#` is implicit for every device)."""
+
+    device = models.ForeignKey("devices.Device", on_delete=models.CASCADE, related_name="acl_rules")
+    topic_filter = models.CharField(max_length=256)
+    access = models.CharField(max_length=16, choices=Access.choices)
+    shared = models.BooleanField(
+        default=False,
+        help_text="Allow this filter to reach other devices' trees (for example a fleet-wide command topic).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["device", "topic_filter"]
+        constraints = [
+            models.UniqueConstraint(fields=["device", "topic_filter", "access"], name="broker_rule_unique")
+        ]
+        verbose_name = "ACL rule"
+
+    def __str__(self) -> str:
+        return f"{self.access} {self.topic_filter}"
+
+    def clean(self) -> None:
+        try:
+            validate_topic_filter(self.topic_filter)
+        except InvalidTopicFilter as exc:
+            raise ValidationError({"topic_filter": str(exc)}) from None
+        if (
+            self.access != Access.DENY
+            and not self.shared
+            and reaches_other_devices(self.topic_filter, str(self.device_id))
+        ):
+            raise ValidationError({"topic_filter": SHARED_ONLY_MESSAGE})
+
+
+class BrokerSync(models.Model):
+    """One row per configuration pushed to the broker: what it holds, and whether it reloaded."""
+
+    backend = models.CharField(max_length=32)
+    synced_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    acl_sha256 = models.CharField(max_length=64)
+    crl_number = models.PositiveBigIntegerField(null=True)
+    revoked_devices = models.PositiveIntegerField()
+    extra_rules = models.PositiveIntegerField()
+    reloaded = models.BooleanField()
+
+    class Meta:
+        ordering = ["-synced_at"]
+
+    def __str__(self) -> str:
+        return f"broker sync {self.synced_at:%Y-%m-%d %H:%M:%S}"

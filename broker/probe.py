@@ -1,0 +1,171 @@
+"""A short mTLS connection to the broker, as a device would make, to prove it enforces the CA.
+
+Two identities, made by `mosquitto_config`: a monitoring certificate that must be let in, and
+a canary certificate, revoked at birth, that must be refused. The second proves the broker
+has a current CRL loaded; a broker without one would let the canary in.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import ssl
+import struct
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from django.conf import settings
+
+from pki.keystore import keystore
+from pki.models import Certificate, CertificatePurpose
+from pki.profiles import DEVICE_PROFILE, KeyType
+from pki.services import issue_certificate, revoke_certificate
+
+MONITOR = "monitor"
+CANARY = "canary"
+MONITOR_CN = "onboarding-monitor"
+CANARY_CN = "onboarding-canary"
+SYNC_CANARY_CN = "onboarding-sync-canary"
+
+
+def _probe_key_passphrase() -> bytes:
+    # The probe keys are no device's identity, but still never rest in plaintext.
+    return base64.urlsafe_b64encode(hashlib.sha256(b"broker-probe:" + settings.SECRET_KEY.encode()).digest())
+
+
+def _paths(name: str) -> tuple[Path, Path]:
+    directory = Path(settings.BROKER_PROBE_DIR)
+    return directory / f"{name}.crt", directory / f"{name}.key"
+
+
+def probe_configured() -> bool:
+    return all(path.exists() for name in (MONITOR, CANARY) for path in _paths(name))
+
+
+def create_probe_identities() -> None:
+    """Issue the monitoring certificate and the canary (revoked at once)."""
+    directory = Path(settings.BROKER_PROBE_DIR)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name, common_name in ((MONITOR, MONITOR_CN), (CANARY, CANARY_CN)):
+        issued = issue_certificate(
+            common_name, key_type=KeyType.EC_P256, profile=DEVICE_PROFILE, purpose=CertificatePurpose.MONITOR
+        )
+        assert issued.private_key is not None
+        certificate_path, key_path = _paths(name)
+        certificate_path.write_text(issued.record.pem)
+        key_path.write_bytes(
+            issued.private_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(_probe_key_passphrase()),
+            )
+        )
+        key_path.chmod(0o600)
+        if name == CANARY:
+            revoke_certificate(issued.record)
+
+
+def _connect_packet(client_id: str) -> bytes:
+    """An MQTT 3.1.1 CONNECT (clean session, 10 s keep-alive)."""
+    client = client_id.encode()
+    variable = b"\x00\x04MQTT\x04\x02\x00\x0a" + struct.pack("!H", len(client)) + client
+    return b"\x10" + bytes([len(variable)]) + variable
+
+
+def connect_once(name: str, host: str, port: int, timeout: float = 3.0) -> bool:
+    """True when the broker answers CONNACK 0 to this identity; False when it refuses it."""
+    certificate_path, key_path = _paths(name)
+    return _connect_with(certificate_path, key_path, name, host, port, timeout)
+
+
+def _connect_with(
+    certificate_path: Path, key_path: Path, name: str, host: str, port: int, timeout: float
+) -> bool:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(keystore().certificate_path))
+    context.load_cert_chain(str(certificate_path), str(key_path), password=_probe_key_passphrase())
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            tls.sendall(_connect_packet(f"{name}-probe"))
+            answer = tls.recv(4)
+            tls.sendall(b"\xe0\x00")  # DISCONNECT
+    except (OSError, ssl.SSLError):
+        return False
+    return len(answer) == 4 and answer[0] == 0x20 and answer[3] == 0
+
+
+@dataclass(frozen=True)
+class SyncCanary:
+    """A certificate revoked together with a device, to prove when the broker enforces that CRL.
+
+    The broker refusing it means it has loaded a CRL at least as new as the device's revocation;
+    the persistent canary cannot tell that, since it is on every CRL. Valid for a day, so it
+    leaves the CRL soon; its key lives only in this object and a short-lived encrypted file.
+    """
+
+    record: Certificate
+    certificate_pem: bytes
+    key_pem: bytes
+
+
+def issue_sync_canary() -> SyncCanary:
+    issued = issue_certificate(
+        SYNC_CANARY_CN,
+        key_type=KeyType.EC_P256,
+        profile=DEVICE_PROFILE,
+        purpose=CertificatePurpose.MONITOR,
+        validity_days=1,
+    )
+    assert issued.private_key is not None
+    key_pem = issued.private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(_probe_key_passphrase()),
+    )
+    return SyncCanary(record=issued.record, certificate_pem=issued.record.pem.encode(), key_pem=key_pem)
+
+
+def wait_until_refused(canary: SyncCanary, *, deadline_seconds: float = 5.0, interval: float = 0.01) -> bool:
+    """Try the canary until the broker refuses it (True) or the deadline passes (False)."""
+    with tempfile.TemporaryDirectory(prefix="sync-canary-") as directory:
+        certificate_path, key_path = Path(directory) / "canary.crt", Path(directory) / "canary.key"
+        certificate_path.write_bytes(canary.certificate_pem)
+        key_path.write_bytes(canary.key_pem)
+        end = time.monotonic() + deadline_seconds
+        while time.monotonic() < end:
+            if not _connect_with(
+                certificate_path,
+                key_path,
+                "sync-canary",
+                settings.BROKER_PROBE_HOST,
+                settings.BROKER_PROBE_PORT,
+                2.0,
+            ):
+                return True
+            time.sleep(interval)
+    return False
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    monitor_connected: bool
+    canary_refused: bool
+
+    @property
+    def healthy(self) -> bool:
+        return self.monitor_connected and self.canary_refused
+
+
+def probe_broker(host: str | None = None, port: int | None = None) -> ProbeResult:
+    host = host or settings.BROKER_PROBE_HOST
+    port = port or settings.BROKER_PROBE_PORT
+    return ProbeResult(
+        monitor_connected=connect_once(MONITOR, host, port),
+        canary_refused=not connect_once(CANARY, host, port),
+    )
