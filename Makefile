@@ -23,6 +23,9 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
 run: $(VENV)/.runtime-installed
 	$(RUN_ENV) $(BIN)/python manage.py migrate --no-input
 	$(RUN_ENV) $(BIN)/python manage.py init_ca
+	@echo "First staff user (in another terminal):"
+	@echo "  DEBUG=true $(BIN)/python manage.py createsuperuser"
+	@echo "  DEBUG=true $(BIN)/python manage.py enroll_totp USERNAME   # TOTP for the admin login"
 	$(RUN_ENV) $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
 test: $(VENV)/.dev-installed

@@ -15,6 +15,20 @@ from accounts.models import ApiToken, token_digest
 LAST_USED_RESOLUTION_SECONDS = 60
 
 
+class VerifiedSessionAuthentication(authentication.SessionAuthentication):
+    """The portal's session, only once the second factor was given (django-otp verified)."""
+
+    def authenticate(self, request: Request) -> tuple[Any, None] | None:
+        result = super().authenticate(request)
+        if result is None:
+            return None
+        user = result[0]
+        is_verified = getattr(user, "is_verified", None)
+        if is_verified is None or not is_verified():
+            return None
+        return result
+
+
 class ApiTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Token"
 

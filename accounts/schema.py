@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.authentication import SessionScheme
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
@@ -18,3 +19,10 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped
             "name": "Authorization",
             "description": "`Token <token>`, from `python manage.py create_api_token USERNAME`",
         }
+
+
+class VerifiedSessionScheme(SessionScheme):  # type: ignore[no-untyped-call]
+    """The portal's session cookie (valid for the API once the second factor was given)."""
+
+    target_class = "accounts.authentication.VerifiedSessionAuthentication"
+    priority = 0

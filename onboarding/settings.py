@@ -83,6 +83,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "rest_framework",
     "django_filters",
     "drf_spectacular",
@@ -99,6 +102,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Marks request.user as verified once a second factor (TOTP or backup code) was given.
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -183,6 +188,9 @@ BROKER_PUBLIC_PORT: int = env.int("BROKER_PUBLIC_PORT", default=8883)
 BROKER_PROBE_HOST: str = env.str("BROKER_PROBE_HOST", default=BROKER_PUBLIC_HOST)
 BROKER_PROBE_PORT: int = env.int("BROKER_PROBE_PORT", default=BROKER_PUBLIC_PORT)
 
+# --- Two-factor sign-in (django-otp) ---
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="IoT Onboarding Portal")
+
 # --- REST API ---
 API_MAX_BODY_BYTES: int = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
 API_THROTTLE_RATES: dict[str, str] = {
@@ -192,7 +200,7 @@ API_THROTTLE_RATES: dict[str, str] = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.ApiTokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "accounts.authentication.VerifiedSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["onboarding.api.BoundedJSONParser"],

@@ -1,10 +1,14 @@
 from django.contrib import admin
 from django.urls import include, path
+from django_otp.admin import OTPAdminSite
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from devices.api.urls import original_paths
 from devices.views import DownloadView
 from onboarding import health, views
+
+# Every admin login needs a second factor: the admin site only admits OTP-verified staff.
+admin.site.__class__ = OTPAdminSite
 
 handler400 = "onboarding.api.bad_request"
 handler404 = "onboarding.api.not_found"

@@ -294,5 +294,18 @@ def check_crl(crl: x509.CertificateRevocationList, issuer: x509.Certificate, now
         raise CRLPublicationError("The CRL's nextUpdate is not in the future.")
 
 
+def crl_refresh_due(now: dt.datetime | None = None) -> bool:
+    """Due at half the CRL's validity, so a CRL never expires even when nothing is revoked."""
+    now = now or timezone.now()
+    try:
+        crl = x509.load_pem_x509_crl(crl_path().read_bytes())
+    except (OSError, ValueError):
+        return True
+    next_update = crl.next_update_utc
+    if next_update is None:
+        return True
+    return now >= crl.last_update_utc + (next_update - crl.last_update_utc) / 2
+
+
 def current_crl_record() -> CertificateRevocationList | None:
     return CertificateRevocationList.objects.order_by("-number").first()

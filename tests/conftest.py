@@ -109,3 +109,20 @@ def mosquitto(ca, settings, tmp_path):
     broker = start_mosquitto(directory, port)
     yield broker
     stop_mosquitto(broker)
+
+
+@pytest.fixture
+def verified_login():
+    """Log a client in with a confirmed TOTP device, as after a real two-factor sign-in."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    def login(client, user):
+        device = TOTPDevice.objects.create(user=user, name="test", confirmed=True)
+        client.force_login(user)
+        session = client.session
+        session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+        session.save()
+        return client
+
+    return login

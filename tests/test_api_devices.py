@@ -381,9 +381,11 @@ class TestAuthentication:
         assert response.status_code == 401
         assert "expired" in response.json()["error"]["message"]
 
-    def test_session_authentication_works_for_staff_pages(
-        self, ca: CertificateAuthority, make_user: Any
+    def test_session_needs_the_second_factor(
+        self, ca: CertificateAuthority, make_user: Any, verified_login: Any
     ) -> None:
-        client = APIClient()
-        client.force_login(make_user("viewer", "Auditors"))
-        assert client.get("/api/v1/devices/").status_code == 200
+        password_only = APIClient()
+        password_only.force_login(make_user("viewer", "Auditors"))
+        assert password_only.get("/api/v1/devices/").status_code in {401, 403}
+        verified = verified_login(APIClient(), make_user("verified-viewer", "Auditors"))
+        assert verified.get("/api/v1/devices/").status_code == 200

@@ -275,7 +275,9 @@ def test_no_private_key_or_password_rests_in_plaintext(operator_api: APIClient, 
                 assert not any(needle in text for needle in needles), table
 
 
-def test_auditors_see_download_attempts_in_the_admin(operator_api: APIClient, make_user: Any) -> None:
+def test_auditors_see_download_attempts_in_the_admin(
+    operator_api: APIClient, make_user: Any, verified_login: Any
+) -> None:
     from django.test import Client
 
     answer = register(operator_api)
@@ -283,8 +285,7 @@ def test_auditors_see_download_attempts_in_the_admin(operator_api: APIClient, ma
     auditor = make_user("auditor-1", "Auditors")
     auditor.is_staff = True
     auditor.save()
-    browser = Client()
-    browser.force_login(auditor)
+    browser = verified_login(Client(), auditor)
     page = browser.get("/admin/devices/downloadattempt/")
     assert page.status_code == 200
     assert "flasher/1" in page.content.decode()

@@ -236,3 +236,31 @@ def test_ca_key_is_loaded_once_per_process(ca: CertificateAuthority, monkeypatch
     for index in range(3):
         services.issue_certificate(f"d{index}", key_type=KeyType.EC_P256)
     assert len(loads) == 1
+
+
+def test_refresh_crl_resigns_at_half_validity(
+    ca: CertificateAuthority, crl_file: Path, settings, tmp_path
+) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.BROKER_ACL_FILE = tmp_path / "acl"
+    settings.BROKER_CRL_FILE = tmp_path / "broker-crl.pem"
+    services.publish_crl()
+    first = crl_number(load_crl(crl_file))
+    out = StringIO()
+    call_command("refresh_crl", stdout=out)
+    assert "fresh; nothing to do" in out.getvalue()
+    assert crl_number(load_crl(crl_file)) == first
+    half_way = dt.datetime.now(dt.UTC) + dt.timedelta(hours=settings.CRL_VALIDITY_HOURS / 2, minutes=1)
+    with time_machine.travel(half_way):
+        assert services.crl_refresh_due()
+        call_command("refresh_crl", stdout=out)
+        renewed = load_crl(crl_file)
+        assert crl_number(renewed) == first + 1
+        assert renewed.next_update_utc is not None
+        assert renewed.next_update_utc > dt.datetime.now(dt.UTC) + dt.timedelta(
+            hours=settings.CRL_VALIDITY_HOURS - 1
+        )
+    assert (tmp_path / "broker-crl.pem").read_bytes() == crl_file.read_bytes()
