@@ -238,6 +238,7 @@ class TestRevoke:
         assert revoked["status"] == "revoked"
         assert revoked["certificate"]["status"] == "revoked"
         assert revoked["certificate"]["revocation_reason"] == "keyCompromise"
+        assert revoked["topics"] == []
         assert int(body["certificate"]["serial"], 16) in served_crl_serials(client)
 
     def test_revoking_twice_is_409_and_adds_no_crl(self, operator_api: APIClient, client: Any) -> None:

@@ -7,7 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from broker.rules import default_rules
-from devices.models import Device
+from devices.models import Device, DeviceStatus
 from pki.models import Certificate
 from pki.profiles import MAX_CSR_BYTES, KeyType, RevocationReason
 
@@ -114,6 +114,9 @@ class DeviceSerializer(serializers.ModelSerializer[Device]):
 
     @extend_schema_field(TopicSerializer(many=True))
     def get_topics(self, device: Device) -> list[dict[str, str]]:
+        # Only an active device holds rights; a revoked one is denied its tree on the broker.
+        if device.status != DeviceStatus.ACTIVE:
+            return []
         return [{"filter": rule.filter, "access": rule.access} for rule in default_rules(str(device.id))]
 
 

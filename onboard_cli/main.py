@@ -1,0 +1,236 @@
+"""The `onboard` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from onboard_cli import output
+from onboard_cli.bulk import KEY_TYPES, read_rows, run_bulk
+from onboard_cli.client import CliError, PortalClient
+from onboard_cli.config import profile_path, resolve, save_profile
+
+REASONS = ("unspecified", "keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation",
+           "privilegeWithdrawn")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onboard", description="Register, inspect and revoke IoT devices.")
+    parser.add_argument(
+        "--url", help="portal address (default: ONBOARD_URL, the profile, http://127.0.0.1:8000)"
+    )
+    parser.add_argument("--token", help="API token (default: ONBOARD_TOKEN or the profile)")
+    parser.add_argument("--profile", default="default", help=f"profile in {profile_path()}")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    configure = commands.add_parser("configure", help="save the URL and token in a profile (mode 0600)")
+    configure.add_argument("--url", dest="profile_url", required=True)
+    configure.add_argument("--token", dest="profile_token", required=True)
+
+    register = commands.add_parser("register", help="register one device")
+    register.add_argument("--name", required=True)
+    register.add_argument("--hardware-id")
+    register.add_argument("--csr", type=Path, help="PEM CSR file, when the device made its own key")
+    register.add_argument("--key-type", choices=KEY_TYPES)
+    register.add_argument("--out", type=Path, help="download the bundle straight away to this file")
+
+    status = commands.add_parser("status", help="a device's status and certificate")
+    status.add_argument("device_id")
+
+    listing = commands.add_parser("list", help="list devices")
+    listing.add_argument("--status", choices=("pending", "active", "revoked", "failed"))
+    listing.add_argument("--expiring-days", type=int)
+    listing.add_argument("--search")
+
+    revoke = commands.add_parser("revoke", help="revoke a device")
+    revoke.add_argument("device_id")
+    revoke.add_argument("--reason", choices=REASONS)
+
+    reissue = commands.add_parser("reissue", help="new key and certificate; the old one is superseded")
+    reissue.add_argument("device_id")
+    reissue.add_argument("--key-type", choices=KEY_TYPES)
+    reissue.add_argument("--csr", type=Path)
+    reissue.add_argument("--out", type=Path)
+
+    download = commands.add_parser(
+        "download", help="download a bundle by its link, or a fresh one by device id"
+    )
+    download.add_argument("target", help="a download URL, or a device id (asks for a new bundle)")
+    download.add_argument("--out", type=Path, required=True)
+
+    bulk = commands.add_parser("bulk-register", help="register every row of a CSV file")
+    bulk.add_argument(
+        "file", type=Path, help="CSV: name, hardware_id, key_type, csr_file, other columns = metadata"
+    )
+    bulk.add_argument("--out", type=Path, help="results CSV (mode 0600; default FILE.results.csv)")
+    bulk.add_argument("--concurrency", type=int, default=4)
+
+    commands.add_parser("health", help="the portal's health checks")
+    return parser
+
+
+def _save_bundle(client: PortalClient, answer: dict[str, Any], out: Path) -> None:
+    data = client.download(answer["download_url"])
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _read_csr(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise CliError(f"Cannot read {path}: {exc.strerror}", exit_code=2) from None
+
+
+def _credentials(args: argparse.Namespace, client: PortalClient, answer: dict[str, Any]) -> None:
+    if args.out:
+        _save_bundle(client, answer, args.out)
+    if args.json:
+        output.emit_json({**answer, "saved_to": str(args.out) if args.out else None})
+    else:
+        print(output.device_summary(answer))
+        print(output.bundle_notice(answer, str(args.out) if args.out else None))
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "configure":
+        path = save_profile(args.profile, args.profile_url, args.profile_token)
+        print(f"Saved profile '{args.profile}' to {path} (mode 0600).")
+        return 0
+    settings = resolve(args.url, args.token, args.profile)
+    client = PortalClient(settings.url, settings.token)
+    try:
+        return dispatch(args, client)
+    finally:
+        client.close()
+
+
+def dispatch(args: argparse.Namespace, client: PortalClient) -> int:
+    if args.command == "register":
+        body: dict[str, Any] = {"name": args.name}
+        if args.hardware_id:
+            body["hardware_id"] = args.hardware_id
+        csr = _read_csr(args.csr)
+        if csr:
+            body["csr"] = csr
+        elif args.key_type:
+            body["key_type"] = args.key_type
+        _credentials(args, client, client.register(body))
+    elif args.command == "status":
+        device = client.device(args.device_id)
+        output.emit_json(device) if args.json else print(output.device_summary(device))
+    elif args.command == "list":
+        devices = list(
+            client.devices(status=args.status, expiring_within_days=args.expiring_days, search=args.search)
+        )
+        if args.json:
+            output.emit_json(devices)
+        else:
+            rows = [
+                {**device, "expires": (device.get("certificate") or {}).get("not_after", "")}
+                for device in devices
+            ]
+            columns = [("id", "ID"), ("name", "NAME"), ("hardware_id", "HARDWARE ID"), ("status", "STATUS"),
+                       ("expires", "CERTIFICATE EXPIRES")]  # fmt: skip
+            print(output.table(rows, columns))
+            print(f"{len(devices)} device(s)")
+    elif args.command == "revoke":
+        device = client.revoke(args.device_id, args.reason)
+        output.emit_json(device) if args.json else print(output.device_summary(device))
+    elif args.command == "reissue":
+        csr = _read_csr(args.csr)
+        body = {"csr": csr} if csr else ({"key_type": args.key_type} if args.key_type else {})
+        _credentials(args, client, client.reissue(args.device_id, body))
+    elif args.command == "download":
+        return download(args, client)
+    elif args.command == "bulk-register":
+        return bulk_register(args, client)
+    elif args.command == "health":
+        health = client.health()
+        if args.json:
+            output.emit_json(health)
+        else:
+            for name, check in health["checks"].items():
+                detail = check.get("message") or ", ".join(
+                    f"{k} {v}" for k, v in check.items() if k != "status"
+                )
+                print(f"{name:<11} {check['status']:<5} {detail}")
+        return 0 if health["status"] == "ok" else 1
+    return 0
+
+
+def download(args: argparse.Namespace, client: PortalClient) -> int:
+    if args.target.startswith(("http://", "https://", "/download/")):
+        data = client.download(args.target)
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        result: dict[str, Any] = {"saved_to": str(args.out)}
+        output.emit_json(result) if args.json else print(f"Bundle saved to {args.out}")
+        return 0
+    answer = client.new_bundle(args.target)
+    _save_bundle(client, answer, args.out)
+    if args.json:
+        output.emit_json({**answer, "saved_to": str(args.out)})
+    else:
+        print(output.bundle_notice(answer, str(args.out)))
+    return 0
+
+
+def bulk_register(args: argparse.Namespace, client: PortalClient) -> int:
+    if args.concurrency < 1:
+        raise CliError("--concurrency must be at least 1.", exit_code=2)
+    rows = read_rows(args.file)
+    out = args.out or args.file.with_suffix(".results.csv")
+    progress = None
+    if not args.json:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(rows), unit="device", desc="registering", file=sys.stderr)
+
+    def advance(result: dict[str, Any]) -> None:
+        if progress is not None:
+            progress.update(1)
+
+    try:
+        summary = run_bulk(client, rows, out, concurrency=args.concurrency, on_result=advance)
+    finally:
+        if progress is not None:
+            progress.close()
+    if args.json:
+        output.emit_json({**summary.as_dict(), "results": str(out)})
+    else:
+        print(
+            f"{summary.registered} registered, {summary.already_registered} already registered, "
+            f"{summary.failed} failed, {summary.skipped} skipped (done before). Results: {out} (mode 0600)."
+        )
+    return 1 if summary.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # usage errors exit 2 here, with argparse's message
+    try:
+        return run(args)
+    except CliError as exc:
+        if args.json and exc.payload:
+            output.emit_json(exc.payload)
+        print(f"onboard: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("onboard: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - never a traceback for the operator
+        print(f"onboard: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def entry_point() -> None:
+    sys.exit(main())
