@@ -252,13 +252,18 @@ def build_crl(
     the list on every call, which is quadratic (15 s at 100k entries instead of 0.4 s).
     """
     entries = []
+    reason_extensions = {reason: x509.CRLReason(reason.flag) for reason in RevocationReason}
     for entry in revoked:
+        # Naive UTC saves cryptography a time-zone conversion per entry (a third of the time).
+        revoked_at = entry.revoked_at
+        if revoked_at.tzinfo is not None:
+            revoked_at = revoked_at.astimezone(dt.UTC).replace(tzinfo=None)
         revoked_builder = (
-            x509.RevokedCertificateBuilder().serial_number(entry.serial).revocation_date(entry.revoked_at)
+            x509.RevokedCertificateBuilder().serial_number(entry.serial).revocation_date(revoked_at)
         )
         # RFC 5280 5.3.1: the reasonCode "unspecified" SHOULD be absent rather than present.
         if entry.reason is not RevocationReason.UNSPECIFIED:
-            revoked_builder = revoked_builder.add_extension(x509.CRLReason(entry.reason.flag), critical=False)
+            revoked_builder = revoked_builder.add_extension(reason_extensions[entry.reason], critical=False)
         entries.append(revoked_builder.build())
     issuer_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = x509.CertificateRevocationListBuilder(

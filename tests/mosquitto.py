@@ -123,6 +123,8 @@ class DeviceClient:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
+        self.client.on_subscribe = self._on_subscribe
+        self.subscribed = threading.Event()
 
     def _on_connect(
         self, client: Any, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
@@ -136,6 +138,9 @@ class DeviceClient:
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         self.messages.put((message.topic, message.payload))
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        self.subscribed.set()
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
         with self._lock:
@@ -164,9 +169,12 @@ class DeviceClient:
             acks = self.acks.setdefault(info.mid, queue.Queue())
         return acks.get(timeout=timeout)
 
-    def subscribe(self, topic: str) -> None:
+    def subscribe(self, topic: str, timeout: float = 5.0) -> None:
+        """Subscribe and wait for the broker's SUBACK."""
+        self.subscribed.clear()
         self.client.subscribe(topic, qos=1)
-        time.sleep(0.1)
+        if not self.subscribed.wait(timeout):
+            raise TimeoutError(f"no SUBACK for {topic}")
 
     def next_message(self, timeout: float) -> tuple[str, bytes] | None:
         try:

@@ -290,10 +290,13 @@ def test_extra_rules_are_enforced(mosquitto: Broker, operator_api: APIClient, tm
         add_acl_rule(listener_credentials.device_id, f"devices/{announcer_credentials.device_id}/#", "read")
     with pytest.raises(InvalidAclRule, match="whole last level"):
         add_acl_rule(listener_credentials.device_id, "fleet/#/x", "read")
-    time.sleep(0.3)  # SIGHUP is asynchronous
-
     announcer = connected(mosquitto, announcer_credentials)
     listener = connected(mosquitto, listener_credentials)
+    # SIGHUP is asynchronous: wait (briefly) until the broker applies the new rules.
+    deadline = time.monotonic() + 3
+    while announcer.publish("fleet/announcements", b"warm-up") not in ACCEPTED:
+        assert time.monotonic() < deadline, "the broker never applied the new rule"
+        time.sleep(0.02)
     listener.subscribe("fleet/announcements")
     assert announcer.publish("fleet/announcements", b"maintenance at 02:00") in ACCEPTED
     assert listener.next_message(timeout=5) == ("fleet/announcements", b"maintenance at 02:00")

@@ -1,0 +1,69 @@
+"""Shared set-up for the benchmarks: a throw-away portal (SQLite, its own CA) in a temp dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def setup_django(ca_key_type: str = "rsa3072") -> Path:
+    """Configure a fresh portal in a temp DATA_DIR, migrate it and create its CA."""
+    data_dir = Path(tempfile.mkdtemp(prefix="onboarding-bench-"))
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "onboarding.settings",
+            "DATA_DIR": str(data_dir),
+            "SECRET_KEY": "bench-secret-key-" + "x" * 40,
+            "CA_KEY_PASSPHRASE": "bench-passphrase",
+            "DEBUG": "false",
+            "SECURE_SSL_REDIRECT": "false",
+            "ALLOWED_HOSTS": "testserver,127.0.0.1,localhost",
+            "API_THROTTLE_USER": "1000000/minute",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    call_command("init_ca", "--key-type", ca_key_type, stdout=open(os.devnull, "w"))  # noqa: SIM115
+    return data_dir
+
+
+def timed(function: Callable[[], Any], repeat: int = 1) -> list[float]:
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def report(name: str, rows: list[dict[str, Any]], summary: str) -> None:
+    """Print a one-line summary and write the JSON result to bench/results/ (ignored by git)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "machine": machine(), "rows": rows, "summary": summary, "at": time.time()}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    print(summary)
+
+
+def mean(values: list[float]) -> float:
+    return statistics.fmean(values)
