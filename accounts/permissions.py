@@ -23,7 +23,8 @@ class ActionPermission(BasePermission):
             return False
         action = getattr(view, "action", None)
         if action is None:
-            # A method the route does not map: DRF answers 405 (or OPTIONS metadata) next.
-            return True
+            # A viewset method the route does not map: DRF answers 405 next. Any other view
+            # without an action is refused.
+            return getattr(view, "action_map", None) is not None
         required: str | None = getattr(view, "action_permissions", {}).get(action)
         return required is not None and bool(user.has_perm(required))

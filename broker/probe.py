@@ -76,28 +76,39 @@ def _connect_packet(client_id: str) -> bytes:
     return b"\x10" + bytes([len(variable)]) + variable
 
 
+CONNECTED, REVOKED, REFUSED, UNREACHABLE = "connected", "revoked", "refused", "unreachable"
+
+
 def connect_once(name: str, host: str, port: int, timeout: float = 3.0) -> bool:
-    """True when the broker answers CONNACK 0 to this identity; False when it refuses it."""
+    """True when the broker answers CONNACK 0 to this identity."""
     certificate_path, key_path = _paths(name)
-    return _connect_with(certificate_path, key_path, name, host, port, timeout)
+    return connect_outcome(certificate_path, key_path, name, host, port, timeout) == CONNECTED
 
 
-def _connect_with(
+def connect_outcome(
     certificate_path: Path, key_path: Path, name: str, host: str, port: int, timeout: float
-) -> bool:
+) -> str:
+    """How the broker treats this identity: CONNECTED, REVOKED (the TLS alert "certificate
+    revoked": proof the broker checks a CRL listing it), REFUSED (any other refusal) or
+    UNREACHABLE (no TLS session at all, which proves nothing)."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(keystore().certificate_path))
     context.load_cert_chain(str(certificate_path), str(key_path), password=_probe_key_passphrase())
     try:
-        with (
-            socket.create_connection((host, port), timeout=timeout) as raw,
-            context.wrap_socket(raw, server_hostname=host) as tls,
-        ):
+        raw = socket.create_connection((host, port), timeout=timeout)
+    except OSError:
+        return UNREACHABLE
+    try:
+        with raw, context.wrap_socket(raw, server_hostname=host) as tls:
             tls.sendall(_connect_packet(f"{name}-probe"))
             answer = tls.recv(4)
-            tls.sendall(b"\xe0\x00")  # DISCONNECT
-    except (OSError, ssl.SSLError):
-        return False
-    return len(answer) == 4 and answer[0] == 0x20 and answer[3] == 0
+            if len(answer) == 4 and answer[0] == 0x20 and answer[3] == 0:
+                tls.sendall(b"\xe0\x00")  # DISCONNECT
+                return CONNECTED
+            return REFUSED
+    except ssl.SSLError as exc:
+        return REVOKED if "REVOKED" in str(exc).upper() else REFUSED
+    except OSError:
+        return REFUSED
 
 
 @dataclass(frozen=True)
@@ -138,15 +149,10 @@ def wait_until_refused(canary: SyncCanary, *, deadline_seconds: float = 5.0, int
         certificate_path.write_bytes(canary.certificate_pem)
         key_path.write_bytes(canary.key_pem)
         end = time.monotonic() + deadline_seconds
+        host, port = settings.BROKER_PROBE_HOST, settings.BROKER_PROBE_PORT
         while time.monotonic() < end:
-            if not _connect_with(
-                certificate_path,
-                key_path,
-                "sync-canary",
-                settings.BROKER_PROBE_HOST,
-                settings.BROKER_PROBE_PORT,
-                2.0,
-            ):
+            # Only the broker's own "certificate revoked" counts; an unreachable broker proves nothing.
+            if connect_outcome(certificate_path, key_path, "sync-canary", host, port, 2.0) == REVOKED:
                 return True
             time.sleep(interval)
     return False
@@ -165,7 +171,8 @@ class ProbeResult:
 def probe_broker(host: str | None = None, port: int | None = None) -> ProbeResult:
     host = host or settings.BROKER_PROBE_HOST
     port = port or settings.BROKER_PROBE_PORT
+    canary_certificate, canary_key = _paths(CANARY)
     return ProbeResult(
         monitor_connected=connect_once(MONITOR, host, port),
-        canary_refused=not connect_once(CANARY, host, port),
+        canary_refused=connect_outcome(canary_certificate, canary_key, CANARY, host, port, 3.0) == REVOKED,
     )

@@ -21,6 +21,7 @@ from typing import Protocol
 from cryptography import x509
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.utils import timezone
 
 from broker.acl import ExtraRule, check_acl, render_acl
@@ -105,6 +106,13 @@ def _checked_crl() -> tuple[bytes, int]:
     return data, int(number)
 
 
+def _write(path: Path, data: bytes) -> None:
+    try:
+        write_atomically(path, data, mode=0o644)
+    except OSError as exc:
+        raise BrokerSyncError(f"The broker file {path.name} could not be written: {exc.strerror}.") from None
+
+
 class MosquittoAclBackend:
     """Mosquitto with an acl_file and a crlfile, reloaded with SIGHUP (or a command)."""
 
@@ -119,13 +127,11 @@ class MosquittoAclBackend:
         return text
 
     def apply(self, state: BrokerState) -> tuple[str, int | None]:
-        acl = self._render(state).encode()
+        # The CRL first and on its own: a problem with the ACL must never hold back revocations.
         crl, number = _checked_crl()
-        try:
-            write_atomically(Path(settings.BROKER_ACL_FILE), acl, mode=0o644)
-            write_atomically(Path(settings.BROKER_CRL_FILE), crl, mode=0o644)
-        except OSError as exc:
-            raise BrokerSyncError(f"The broker files could not be written: {exc.strerror}.") from None
+        _write(Path(settings.BROKER_CRL_FILE), crl)
+        acl = self._render(state).encode()
+        _write(Path(settings.BROKER_ACL_FILE), acl)
         return hashlib.sha256(acl).hexdigest(), number
 
     def drift(self, state: BrokerState) -> list[str]:
@@ -221,8 +227,9 @@ def add_acl_rule(device_id: str, topic_filter: str, access: str, *, shared: bool
     except ValidationError as exc:
         messages = "; ".join(message for messages in exc.message_dict.values() for message in messages)
         raise InvalidAclRule(messages) from None
-    rule.save()
-    sync_broker()
+    with transaction.atomic():
+        rule.save()
+        sync_broker()  # a rule the broker cannot be given is not kept
     return rule
 
 

@@ -119,6 +119,16 @@ def create_bundle(
     return IssuedBundle(link=link, token=token, password=password)
 
 
+def withdraw_links(device: Device) -> None:
+    """A revoked device's open links stop working and its bundle is deleted: an intercepted
+    link must not hand out the key of a device revoked for key compromise."""
+    DownloadLink.objects.filter(device=device, used_at__isnull=True, withdrawn_at__isnull=True).update(
+        withdrawn_at=timezone.now()
+    )
+    with contextlib.suppress(FileNotFoundError):
+        bundle_path(device.id).unlink()
+
+
 def remove_device_files(device_id: object) -> None:
     """Forget a device's files (after a failed registration, or when the device is deleted)."""
     shutil.rmtree(device_directory(device_id), ignore_errors=True)
@@ -152,7 +162,11 @@ def _discard_bundle(link: DownloadLink) -> None:
 
 def download_bundle(token: str, *, address: str | None = None, user_agent: str = "") -> Download:
     """Hand out the bundle once. Every attempt, granted or refused, is recorded."""
-    link = DownloadLink.objects.select_related("device").filter(token_digest=token_digest(token)).first()
+    link = (
+        DownloadLink.objects.select_related("device", "certificate")
+        .filter(token_digest=token_digest(token))
+        .first()
+    )
     if link is None:
         _record(DownloadOutcome.UNKNOWN, None, address, user_agent)
         raise BundleNotFound("This download link does not exist. Check that it was copied whole.")
@@ -160,7 +174,7 @@ def download_bundle(token: str, *, address: str | None = None, user_agent: str =
     if link.used_at is not None:
         _record(DownloadOutcome.REUSED, link, address, user_agent)
         raise _gone("link_used", f"This link was already used at {link.used_at:%Y-%m-%d %H:%M} UTC.")
-    if link.withdrawn_at is not None:
+    if link.withdrawn_at is not None or link.certificate.status != "active":
         _record(DownloadOutcome.WITHDRAWN, link, address, user_agent)
         raise _gone("link_withdrawn", "A newer bundle replaced this one; use the newest link.")
     if link.expires_at <= now:

@@ -1,11 +1,11 @@
 """`Idempotency-Key` support: a retried request gets the first answer instead of a second device.
 
-The stored answer may hold secrets (a private key, a bundle password), so it is encrypted with
-AES-256-GCM under a key derived (HKDF) from the Idempotency-Key, which itself is stored only
-as an HMAC digest. Reading the database is not enough to read an answer; retrying with the key
-is. The request, the work and the stored answer commit in one transaction: a crash leaves
-nothing, and of two concurrent requests with one key, the loser's work is rolled back and it
-replays the winner's answer.
+The stored answer may hold secrets (a bundle password, a download link), so it is encrypted
+with AES-256-GCM under a key derived (HKDF) from the Idempotency-Key, which itself is stored
+only as an HMAC digest. Reading the database is not enough to read an answer; retrying with
+the key is. The key is claimed (a committed row) before any work, so of two concurrent
+requests with one key only one registers anything; the other is told to retry (409) and then
+gets the stored answer.
 """
 
 from __future__ import annotations
@@ -35,12 +35,19 @@ HEADER = "Idempotency-Key"
 MIN_KEY_LENGTH = 16
 MAX_KEY_LENGTH = 255
 RETENTION = dt.timedelta(hours=24)
+ABANDONED_AFTER = dt.timedelta(minutes=10)
+PENDING = 0  # status_code of a claimed key whose request is still being handled
 NONCE_BYTES = 12
 
 
 class InvalidIdempotencyKey(ServiceError):
     code = "invalid_idempotency_key"
     status = 400
+
+
+class IdempotentRequestInProgress(ServiceError):
+    code = "request_in_progress"
+    status = 409
 
 
 class IdempotencyKeyReused(ServiceError):
@@ -89,25 +96,44 @@ def run_once(request: Request, work: Callable[[], Response]) -> Response:
         )
     key_digest = _key_digest(request.user.pk, key)
     request_digest = _request_digest(request.data)
-    IdempotentRequest.objects.filter(created_at__lt=timezone.now() - RETENTION).delete()
-    existing = IdempotentRequest.objects.filter(key_digest=key_digest).first()
-    if existing is not None:
-        return _replay(existing, key, request_digest)
+    now = timezone.now()
+    IdempotentRequest.objects.filter(created_at__lt=now - RETENTION).delete()
+    # An in-flight claim older than this is taken as abandoned (its process died).
+    IdempotentRequest.objects.filter(status_code=PENDING, created_at__lt=now - ABANDONED_AFTER).delete()
+    # Claim the key before any work: of two concurrent requests with one key, only one signs
+    # anything; the other sees the claim (or, later, the stored answer).
     try:
         with transaction.atomic():
-            response = work()
-            if 200 <= response.status_code < 300:
-                nonce = os.urandom(NONCE_BYTES)
-                plain = json.dumps(response.data, default=str).encode()
-                IdempotentRequest.objects.create(
-                    key_digest=key_digest,
-                    request_digest=request_digest,
-                    status_code=response.status_code,
-                    encrypted_response=nonce + _cipher(key).encrypt(nonce, plain, key_digest.encode()),
-                )
-            return response
+            claim = IdempotentRequest.objects.create(
+                key_digest=key_digest,
+                request_digest=request_digest,
+                status_code=PENDING,
+                encrypted_response=b"",
+            )
     except IntegrityError:
-        winner = IdempotentRequest.objects.filter(key_digest=key_digest).first()
-        if winner is None:
+        existing = IdempotentRequest.objects.filter(key_digest=key_digest).first()
+        if existing is None:
             raise
-        return _replay(winner, key, request_digest)
+        if existing.status_code == PENDING:
+            if not hmac.compare_digest(existing.request_digest, request_digest):
+                raise IdempotencyKeyReused(
+                    f"This {HEADER} is in use for a different request; use a new key for a new request."
+                ) from None
+            raise IdempotentRequestInProgress(
+                f"A request with this {HEADER} is still being handled; retry in a few seconds."
+            ) from None
+        return _replay(existing, key, request_digest)
+    try:
+        response = work()
+    except BaseException:
+        claim.delete()
+        raise
+    if not 200 <= response.status_code < 300:
+        claim.delete()
+        return response
+    nonce = os.urandom(NONCE_BYTES)
+    plain = json.dumps(response.data, default=str).encode()
+    claim.status_code = response.status_code
+    claim.encrypted_response = nonce + _cipher(key).encrypt(nonce, plain, key_digest.encode())
+    claim.save(update_fields=["status_code", "encrypted_response"])
+    return response

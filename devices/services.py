@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 
 from broker.probe import SyncCanary, issue_sync_canary, probe_configured
 from broker.services import BrokerSyncError, enforce_now
-from devices.delivery import IssuedBundle, create_bundle, remove_device_files
+from devices.delivery import IssuedBundle, create_bundle, remove_device_files, withdraw_links
 from devices.errors import (
     DeviceAlreadyRevoked,
     DeviceNotFound,
@@ -157,6 +157,7 @@ def revoke_device(
             raise DeviceAlreadyRevoked(f"Device {locked.id} is already revoked.", device_id=str(locked.id))
         # Revoked on the same CRL as the device, to learn when the broker enforces it.
         canary = issue_sync_canary() if probe_configured() else None
+        withdraw_links(locked)
         _revoke_valid_certificates(locked, reason, also=[canary.record] if canary else [])
         locked.status = DeviceStatus.REVOKED
         locked.save(update_fields=["status", "updated_at"])
@@ -215,13 +216,17 @@ def reissue_device(
             private_key=key.private_key,
             device_id=locked.id,
         )
-        superseded = Certificate.objects.filter(device=locked, status=CertificateStatus.ACTIVE).exclude(
-            pk=issued.record.pk
+        superseded = list(
+            Certificate.objects.filter(device=locked, status=CertificateStatus.ACTIVE).exclude(
+                pk=issued.record.pk
+            )
         )
-        if superseded.exists():
-            revoke_certificates(list(superseded), RevocationReason.SUPERSEDED)
         locked.save(update_fields=["updated_at"])
         bundle = create_bundle(locked, issued.record, issued.private_key, actor=_user_or_none(actor))
+        # Last, because it writes crl.pem before the commit: a step that fails after it would
+        # leave a CRL revoking what the rolled-back database still calls active.
+        if superseded:
+            revoke_certificates(superseded, RevocationReason.SUPERSEDED)
     _tell_broker()  # the superseded certificate is on the CRL: the broker must refuse it too
     return Registration(device=get_device(device.id), issued=issued, bundle=bundle)
 

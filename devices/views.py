@@ -59,6 +59,8 @@ class AnyAccept(DefaultContentNegotiation):
 
 
 class DownloadView(APIView):
+    # Not HEAD: link checkers and previewers send it, and it must not use up the one download.
+    http_method_names = ["get", "options"]
     content_negotiation_class = AnyAccept
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]

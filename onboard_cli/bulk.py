@@ -169,7 +169,8 @@ def register_row(client: PortalClient, row: Row, *, attempts: int = 4) -> dict[s
             if exc.code == "hardware_id_exists":
                 device_id = exc.payload.get("error", {}).get("device_id", "")
                 return {**base, "status": "already_registered", "device_id": device_id}
-            if exc.status in (429, 503) and attempt + 1 < attempts:
+            busy = exc.status in (429, 503) or exc.code == "request_in_progress"
+            if busy and attempt + 1 < attempts:
                 time.sleep(0.5 * 2**attempt)
                 continue
             return {**base, "status": "failed", "error": exc.message}

@@ -26,6 +26,13 @@ from onboarding.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
+PUBLIC_SERVER_ERRORS = {
+    "ca_not_initialized": "The certificate authority has not been created yet (an operator runs init_ca).",
+    "ca_key_unusable": "The certificate authority's key cannot be used right now; see the log.",
+    "crl_publication_failed": "The CRL could not be published, so nothing was changed; see the log.",
+    "certificate_lint_failed": "The certificate would break RFC 5280, so it was not signed; see the log.",
+}
+
 # Paths whose clients are programs: they get JSON errors, never an HTML page.
 API_PATH_PREFIXES = ("/api/", "/register", "/device/", "/revoke/", "/health", "/download/")
 
@@ -128,7 +135,14 @@ def _field_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Every error as `{"error": {"code", "message", "fields"?}}` with the status that fits."""
     if isinstance(exc, ServiceError):
-        return Response(error_body(exc.code, exc.message, **exc.details), status=exc.status)
+        message = exc.message
+        if exc.status >= 500:
+            # Server-side failures name files and settings: those go to the log, not the client.
+            logger.error("%s: %s", exc.code, exc.message)
+            message = PUBLIC_SERVER_ERRORS.get(
+                exc.code, "A component the portal needs is unavailable; see the log."
+            )
+        return Response(error_body(exc.code, message, **exc.details), status=exc.status)
     if isinstance(exc, OperationalError):
         logger.error("database error: %s", exc)
         return Response(

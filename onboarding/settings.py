@@ -216,6 +216,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "onboarding.api.Pagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "onboarding.api.exception_handler",
+    # Throttles identify clients by address: trust X-Forwarded-For only from this many proxies
+    # (0: the socket's address), or anyone could pick a fresh identity per request.
+    "NUM_PROXIES": env.int("TRUSTED_PROXY_COUNT", default=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "IoT Device Onboarding API",

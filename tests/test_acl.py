@@ -44,7 +44,10 @@ def test_valid_filters(topic_filter: str) -> None:
     validate_topic_filter(topic_filter)
 
 
-@pytest.mark.parametrize("topic_filter", ["", "a/#/b", "a#", "a/b+", "$SYS/#", " a", "a\nb", "x" * 300])
+@pytest.mark.parametrize(
+    "topic_filter",
+    ["", "a/#/b", "a#", "a/b+", "$SYS/#", " a", "a\nb", "x" * 300, "fleet/cmd a", "a\u2028b", "a\vb"],
+)
 def test_invalid_filters(topic_filter: str) -> None:
     with pytest.raises(InvalidTopicFilter):
         validate_topic_filter(topic_filter)

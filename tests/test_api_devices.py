@@ -339,6 +339,7 @@ class TestErrors:
         response = register(operator_api)
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "ca_not_initialized"
+        assert str(fresh_ca_root) not in response.content.decode()  # server paths stay in the log
         assert Device.objects.count() == 0
 
     def test_throttling(self, ca: CertificateAuthority, settings: Any) -> None:

@@ -345,3 +345,33 @@ def test_mosquitto_config_writes_a_complete_reusable_configuration(
     assert names.get_values_for_type(x509.DNSName) == ["mqtt.factory.example"]
     with pytest.raises(CommandError, match="not a fully qualified host name"):
         call_command("mosquitto_config", "--out", str(tmp_path / "other"), "--hostname", "localhost")
+
+
+def test_a_rule_the_broker_cannot_take_is_not_kept(
+    mosquitto: Broker, operator_api: APIClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from broker.models import AclRule
+    from broker.services import add_acl_rule
+
+    device = new_device(operator_api, tmp_path, "ruled")
+
+    def broken_sync(*, reload: bool = True) -> None:
+        raise BrokerSyncError("the broker files could not be written")
+
+    monkeypatch.setattr(broker_services, "sync_broker", broken_sync)
+    with pytest.raises(BrokerSyncError):
+        add_acl_rule(device.device_id, "fleet/announcements", "read")
+    assert not AclRule.objects.exists()
+
+
+def test_an_unreachable_broker_proves_no_enforcement(mosquitto: Broker, operator_api: APIClient) -> None:
+    from broker.probe import issue_sync_canary, wait_until_refused
+    from pki.services import revoke_certificate
+
+    canary = issue_sync_canary()
+    revoke_certificate(canary.record)
+    sync_broker()
+    assert wait_until_refused(canary, deadline_seconds=3)
+    mosquitto.process.terminate()
+    mosquitto.process.wait(timeout=10)
+    assert not wait_until_refused(canary, deadline_seconds=0.5)

@@ -302,3 +302,19 @@ def test_cleanup_command(operator_api: APIClient) -> None:
     out = StringIO()
     call_command("cleanup_bundles", stdout=out)
     assert out.getvalue().strip() == "Deleted 0 expired bundle(s)."
+
+
+def test_head_does_not_use_up_the_link(operator_api: APIClient) -> None:
+    answer = register(operator_api)
+    head = APIClient().head(link_path(answer))
+    assert head.status_code == 405 and "HEAD" not in head["Allow"]
+    assert open_bundle(operator_api, answer)["device.crt"]
+
+
+def test_revoking_a_device_withdraws_its_open_link(operator_api: APIClient) -> None:
+    answer = register(operator_api)
+    operator_api.post(f"/revoke/{answer['id']}", {"reason": "keyCompromise"}, format="json")
+    response = APIClient().get(link_path(answer))
+    assert response.status_code == 410
+    assert response.json()["error"]["code"] == "link_withdrawn"
+    assert not delivery.bundle_path(answer["id"]).exists()

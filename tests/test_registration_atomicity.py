@@ -71,3 +71,50 @@ def test_failure_at_each_step_leaves_nothing(
     # Nothing half-done blocks a retry: the hardware id is free.
     assert operator_api.post("/register", {"name": "ok", "hardware_id": "HW-doomed", "key_type": "ec-p256"},
                              format="json").status_code == 201  # fmt: skip
+
+
+def test_failed_reissue_leaves_the_crl_and_the_old_certificate_alone(
+    operator_api: APIClient, monkeypatch: pytest.MonkeyPatch, session_ca_root: Path
+) -> None:
+    operator_api.raise_request_exception = False
+    device_id = operator_api.post("/register", {"name": "r", "key_type": "ec-p256"}, format="json").json()[
+        "id"
+    ]
+    crl_before = (session_ca_root / "crl.pem").read_bytes()
+    old = Certificate.objects.get(device_id=device_id)
+    monkeypatch.setattr(device_services, "create_bundle", fail)
+    response = operator_api.post(f"/api/v1/devices/{device_id}/reissue", {}, format="json")
+    assert response.status_code == 500
+    old.refresh_from_db()
+    assert old.status == "active"
+    assert Certificate.objects.filter(device_id=device_id).count() == 1
+    assert (session_ca_root / "crl.pem").read_bytes() == crl_before
+
+
+def test_concurrent_requests_with_one_key_register_once(operator_api: APIClient) -> None:
+    from devices.models import IdempotentRequest
+
+    key = "a-key-for-two-requests-0001"
+    # The first request is still being handled: its claim is there, its answer is not.
+    IdempotentRequest.objects.create(
+        key_digest=_digest_for(operator_api, key), request_digest=_body_digest({"name": "twin"}),
+        status_code=0, encrypted_response=b"",
+    )  # fmt: skip
+    response = operator_api.post("/register", {"name": "twin"}, format="json", HTTP_IDEMPOTENCY_KEY=key)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "request_in_progress"
+    assert Device.objects.count() == 0
+
+
+def _digest_for(client: APIClient, key: str) -> str:
+    from django.contrib.auth.models import User
+
+    from devices.idempotency import _key_digest
+
+    return _key_digest(User.objects.get(username="operators-user").pk, key)
+
+
+def _body_digest(body: dict[str, str]) -> str:
+    from devices.idempotency import _request_digest
+
+    return _request_digest(body)
