@@ -18,6 +18,9 @@ class BrokerConfig:
     user: str
     bind_address: str | None = None
     pid_file: str | None = None
+    #: With the dynamic-security plugin, its library and configuration file replace acl_file.
+    dynsec_plugin: str | None = None
+    dynsec_config: Path | None = None
 
 
 def render_mosquitto_conf(config: BrokerConfig) -> str:
@@ -46,8 +49,18 @@ def render_mosquitto_conf(config: BrokerConfig) -> str:
         "use_identity_as_username true",
         "tls_version tlsv1.2",
         "",
-        "# Topic rights, rewritten by the portal on every change; SIGHUP reloads it and the CRL.",
-        f"acl_file {config.acl_file}",
-        "",
     ]
+    if config.dynsec_plugin:
+        lines += [
+            "# Topic rights: one client and role per device, managed by the portal through $CONTROL.",
+            f"plugin {config.dynsec_plugin}",
+            f"plugin_opt_config_file {config.dynsec_config}",
+            "",
+        ]
+    else:
+        lines += [
+            "# Topic rights, rewritten by the portal on every change; SIGHUP reloads it and the CRL.",
+            f"acl_file {config.acl_file}",
+            "",
+        ]
     return "\n".join(lines)

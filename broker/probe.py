@@ -46,11 +46,20 @@ def probe_configured() -> bool:
     return all(path.exists() for name in (MONITOR, CANARY) for path in _paths(name))
 
 
-def create_probe_identities() -> None:
-    """Issue the monitoring certificate and the canary (revoked at once)."""
+def identity_files(name: str) -> tuple[Path, Path, bytes]:
+    """Certificate path, encrypted key path and its passphrase, for the portal's own identities."""
+    certificate_path, key_path = _paths(name)
+    return certificate_path, key_path, _probe_key_passphrase()
+
+
+def create_probe_identities(extra: tuple[tuple[str, str], ...] = ()) -> None:
+    """Issue the monitoring certificate and the canary (revoked at once), and any extra identity."""
     directory = Path(settings.BROKER_PROBE_DIR)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for name, common_name in ((MONITOR, MONITOR_CN), (CANARY, CANARY_CN)):
+    wanted = ((MONITOR, MONITOR_CN), (CANARY, CANARY_CN), *extra)
+    for name, common_name in wanted:
+        if all(path.exists() for path in _paths(name)):
+            continue
         issued = issue_certificate(
             common_name, key_type=KeyType.EC_P256, profile=DEVICE_PROFILE, purpose=CertificatePurpose.MONITOR
         )
@@ -172,7 +181,9 @@ def probe_broker(host: str | None = None, port: int | None = None) -> ProbeResul
     host = host or settings.BROKER_PROBE_HOST
     port = port or settings.BROKER_PROBE_PORT
     canary_certificate, canary_key = _paths(CANARY)
-    return ProbeResult(
-        monitor_connected=connect_once(MONITOR, host, port),
-        canary_refused=connect_outcome(canary_certificate, canary_key, CANARY, host, port, 3.0) == REVOKED,
+    # The broker's alert can lose the race with the client's first bytes (a reset instead of
+    # "certificate revoked"), so the canary gets three tries to show the alert itself.
+    canary_refused = any(
+        connect_outcome(canary_certificate, canary_key, CANARY, host, port, 3.0) == REVOKED for _ in range(3)
     )
+    return ProbeResult(monitor_connected=connect_once(MONITOR, host, port), canary_refused=canary_refused)

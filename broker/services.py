@@ -14,6 +14,8 @@ import os
 import shlex
 import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -24,14 +26,15 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from broker import dynsec
 from broker.acl import ExtraRule, check_acl, render_acl
 from broker.models import AclRule, BrokerSync
-from broker.probe import SyncCanary, wait_until_refused
+from broker.probe import SyncCanary, identity_files, wait_until_refused
 from onboarding.errors import ServiceError
 from onboarding.fs import write_atomically
 from onboarding.locks import exclusive_lock
 from pki.errors import CRLPublicationError
-from pki.keystore import get_ca
+from pki.keystore import get_ca, keystore
 from pki.models import Certificate, CertificatePurpose
 from pki.services import check_crl, crl_path
 
@@ -49,9 +52,21 @@ class BrokerState:
 
     revoked_device_ids: list[str]
     extra_rules: list[ExtraRule]
+    #: Devices holding a valid certificate (only backends with a client per device need them).
+    active_device_ids: list[str] | None = None
 
 
-def desired_state() -> BrokerState:
+def active_device_ids() -> list[str]:
+    return sorted(
+        Certificate.objects.filter(purpose=CertificatePurpose.DEVICE)
+        .active()
+        .order_by()
+        .values_list("common_name", flat=True)
+        .distinct()
+    )
+
+
+def desired_state(*, with_active: bool = False) -> BrokerState:
     """Devices whose certificates are on the CRL and that hold no valid certificate are denied
     their topics (a re-issued device keeps them: its old certificate is on the CRL, its new one
     is valid). Extra rules count only for active devices."""
@@ -70,6 +85,7 @@ def desired_state() -> BrokerState:
         extra_rules=[
             ExtraRule(str(device_id), topic_filter, access) for device_id, topic_filter, access in rules
         ],
+        active_device_ids=active_device_ids() if with_active else None,
     )
 
 
@@ -83,6 +99,10 @@ class SyncResult:
 
 class BrokerBackend(Protocol):
     name: str
+    #: Whether a newly registered device needs the broker told (a client per device).
+    grants_on_register: bool
+    #: Whether the backend needs the list of active devices in its state.
+    needs_active_devices: bool
 
     def apply(self, state: BrokerState) -> tuple[str, int | None]: ...
 
@@ -113,10 +133,19 @@ def _write(path: Path, data: bytes) -> None:
         raise BrokerSyncError(f"The broker file {path.name} could not be written: {exc.strerror}.") from None
 
 
+def copy_crl_to_broker() -> int:
+    """Give the broker the CA's current CRL (checked); returns its number."""
+    crl, number = _checked_crl()
+    _write(Path(settings.BROKER_CRL_FILE), crl)
+    return number
+
+
 class MosquittoAclBackend:
     """Mosquitto with an acl_file and a crlfile, reloaded with SIGHUP (or a command)."""
 
     name = "mosquitto_acl"
+    grants_on_register = False
+    needs_active_devices = False
 
     def _render(self, state: BrokerState) -> str:
         text = render_acl(state.revoked_device_ids, state.extra_rules)
@@ -128,8 +157,7 @@ class MosquittoAclBackend:
 
     def apply(self, state: BrokerState) -> tuple[str, int | None]:
         # The CRL first and on its own: a problem with the ACL must never hold back revocations.
-        crl, number = _checked_crl()
-        _write(Path(settings.BROKER_CRL_FILE), crl)
+        number = copy_crl_to_broker()
         acl = self._render(state).encode()
         _write(Path(settings.BROKER_ACL_FILE), acl)
         return hashlib.sha256(acl).hexdigest(), number
@@ -151,8 +179,82 @@ class MosquittoAclBackend:
         return found
 
 
+class MosquittoDynsecBackend:
+    """Mosquitto's dynamic-security plugin: a client and a role per device, kept in step by
+    comparing the broker's clients and roles with the database on every sync."""
+
+    name = "mosquitto_dynsec"
+    grants_on_register = True
+    needs_active_devices = True
+
+    @contextmanager
+    def _session(self) -> Iterator[dynsec.ControlSession]:
+        certificate, key, password = identity_files(DYNSEC_ADMIN)
+        try:
+            with dynsec.control_session(
+                str(certificate), str(key), password, str(keystore().certificate_path)
+            ) as session:
+                yield session
+        except dynsec.DynsecError as exc:
+            raise BrokerSyncError(
+                f"The broker's dynamic-security plugin refused or did not answer: {exc}."
+            ) from None
+
+    @staticmethod
+    def _existing(session: dynsec.ControlSession) -> tuple[set[str], set[str]]:
+        answers = session.run(
+            [
+                {"command": "listClients", "verbose": False, "count": -1},
+                {"command": "listRoles", "verbose": False, "count": -1},
+            ]
+        )
+        by_command = {answer["command"]: answer.get("data", {}) for answer in answers}
+        return set(by_command["listClients"].get("clients", [])), set(
+            by_command["listRoles"].get("roles", [])
+        )
+
+    @staticmethod
+    def _rules(state: BrokerState) -> dict[str, list[ExtraRule]]:
+        rules: dict[str, list[ExtraRule]] = {}
+        for rule in state.extra_rules:
+            rules.setdefault(rule.device_id, []).append(rule)
+        return rules
+
+    def apply(self, state: BrokerState) -> tuple[str, int | None]:
+        number = copy_crl_to_broker()
+        active = set(state.active_device_ids or [])
+        with self._session() as session:
+            clients, roles = self._existing(session)
+            session.run(dynsec.plan(clients, roles, active, self._rules(state)))
+        return hashlib.sha256("\n".join(sorted(active)).encode()).hexdigest(), number
+
+    def drift(self, state: BrokerState) -> list[str]:
+        found = []
+        with self._session() as session:
+            clients, _roles = self._existing(session)
+        there = {name for name in clients if dynsec.DEVICE_ID.match(name)}
+        active = set(state.active_device_ids or [])
+        if there != active:
+            found.append(
+                f"the broker's clients differ from the active devices ({len(active - there)} missing, "
+                f"{len(there - active)} too many)"
+            )
+        try:
+            if Path(settings.BROKER_CRL_FILE).read_bytes() != crl_path().read_bytes():
+                found.append("the broker's CRL is not the CA's current CRL")
+        except OSError:
+            found.append("the broker's CRL or the CA's CRL is missing")
+        return found
+
+
+DYNSEC_ADMIN = "dynsec-admin"
+
+
 def get_backend() -> BrokerBackend:
-    backends: dict[str, type[BrokerBackend]] = {MosquittoAclBackend.name: MosquittoAclBackend}
+    backends: dict[str, type[BrokerBackend]] = {
+        MosquittoAclBackend.name: MosquittoAclBackend,
+        MosquittoDynsecBackend.name: MosquittoDynsecBackend,
+    }
     try:
         return backends[settings.BROKER_BACKEND]()
     except KeyError:
@@ -186,7 +288,7 @@ def sync_broker(*, reload: bool = True) -> SyncResult:
     """Render, check, write and reload, once, under the broker lock."""
     with exclusive_lock("broker"):
         backend = get_backend()
-        state = desired_state()
+        state = desired_state(with_active=backend.needs_active_devices)
         acl_sha256, crl_number = backend.apply(state)
         reloaded = reload_broker() if reload else False
         record = BrokerSync.objects.create(
@@ -216,7 +318,12 @@ def enforce_now(canary: SyncCanary | None = None) -> dt.datetime | None:
 
 
 def broker_drift() -> list[str]:
-    return get_backend().drift(desired_state())
+    backend = get_backend()
+    return backend.drift(desired_state(with_active=backend.needs_active_devices))
+
+
+def grants_on_register() -> bool:
+    return get_backend().grants_on_register
 
 
 def add_acl_rule(device_id: str, topic_filter: str, access: str, *, shared: bool = False) -> AclRule:

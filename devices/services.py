@@ -17,7 +17,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import IntegrityError, transaction
 
 from broker.probe import SyncCanary, issue_sync_canary, probe_configured
-from broker.services import BrokerSyncError, enforce_now
+from broker.services import BrokerSyncError, enforce_now, grants_on_register
 from devices.delivery import IssuedBundle, create_bundle, remove_device_files, withdraw_links
 from devices.errors import (
     DeviceAlreadyRevoked,
@@ -119,6 +119,8 @@ def register_device(request: RegistrationRequest, *, actor: Actor = None) -> Reg
     except BaseException:
         _forget_files(device_id)
         raise
+    if grants_on_register():
+        _tell_broker()  # a broker with a client per device must learn of the new one
     return Registration(device=get_device(device.id), issued=issued, bundle=bundle)
 
 

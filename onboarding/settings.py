@@ -179,6 +179,8 @@ LOCK_DIR = DATA_DIR / "locks"
 # --- Credential delivery and broker (see README "Settings") ---
 DOWNLOAD_EXPIRY_MINUTES: int = env.int("DOWNLOAD_EXPIRY_MINUTES", default=30)
 BROKER_BACKEND: str = env.str("BROKER_BACKEND", default="mosquitto_acl")
+# mosquitto_dynsec: the plugin library (default: found where Debian's mosquitto puts it).
+MOSQUITTO_DYNSEC_PLUGIN: str = env.str("MOSQUITTO_DYNSEC_PLUGIN", default="")
 BROKER_ACL_FILE = Path(env.str("BROKER_ACL_FILE", default=str(DATA_DIR / "mosquitto.acl"))).resolve()
 # The broker's own copy of the CRL, checked before it replaces the previous one: a broker
 # given a damaged CRL stops checking revocation, one given an expired CRL refuses everyone.

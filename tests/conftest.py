@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,12 +91,15 @@ def operator_api(ca, token_client):
 # --- A real Mosquitto started with the configuration `mosquitto_config` generates ---
 
 
-@pytest.fixture
-def mosquitto(ca, settings, tmp_path):
+@pytest.fixture(params=["mosquitto_acl", "mosquitto_dynsec"])
+def mosquitto(request, ca, settings, tmp_path):
+    """Both backends run every broker test (a test may narrow this with indirect parametrize)."""
     from django.core.management import call_command
 
+    from broker.services import sync_broker
     from tests.mosquitto import free_port, start_mosquitto, stop_mosquitto
 
+    settings.BROKER_BACKEND = request.param
     port = free_port()
     directory = tmp_path / "broker"
     settings.BROKER_ACL_FILE = directory / "mosquitto.acl"
@@ -105,8 +109,16 @@ def mosquitto(ca, settings, tmp_path):
     settings.BROKER_PUBLIC_HOST = settings.BROKER_PROBE_HOST = "127.0.0.1"
     settings.BROKER_PUBLIC_PORT = settings.BROKER_PROBE_PORT = port
     call_command("mosquitto_config", "--out", str(directory), "--port", str(port), "--bind", "127.0.0.1",
-                 stdout=io.StringIO())  # fmt: skip
+                 "--backend", request.param, stdout=io.StringIO())  # fmt: skip
     broker = start_mosquitto(directory, port)
+    sync_broker()
+    # The sync ends with a reload (SIGHUP, asynchronous): start once the broker enforces the CRL.
+    from broker.probe import probe_broker
+
+    deadline = time.monotonic() + 5
+    while not probe_broker().healthy:
+        assert time.monotonic() < deadline, broker.log()
+        time.sleep(0.02)
     yield broker
     stop_mosquitto(broker)
 

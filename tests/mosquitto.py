@@ -169,6 +169,13 @@ class DeviceClient:
             acks = self.acks.setdefault(info.mid, queue.Queue())
         return acks.get(timeout=timeout)
 
+    def publish_or_none(self, topic: str, payload: bytes = b"x", timeout: float = 1.0) -> int | None:
+        """Like publish, but None when no PUBACK comes (for example, the session was cut)."""
+        try:
+            return self.publish(topic, payload, timeout)
+        except queue.Empty:
+            return None
+
     def subscribe(self, topic: str, timeout: float = 5.0) -> None:
         """Subscribe and wait for the broker's SUBACK."""
         self.subscribed.clear()

@@ -82,3 +82,19 @@ def test_reaching_other_devices(topic_filter: str, reaches: bool) -> None:
 def test_check_refuses_what_the_portal_never_writes(text: str) -> None:
     with pytest.raises(ValueError):
         check_acl(text)
+
+
+def test_dynsec_plan_creates_deletes_and_rebuilds_rule_roles() -> None:
+    from broker.dynsec import ADMIN_CN, plan
+
+    existing_clients = {ADMIN_CN, A, B}
+    existing_roles = {"onboarding-admin", f"device-{A}", f"device-{B}", f"rules-{A}"}
+    new = "3c3c3c3c-3333-4c35-9d7e-0b0c0d0e0f10"
+    commands = plan(existing_clients, existing_roles, {A, new}, {A: [ExtraRule(A, "fleet/x", "read")]})
+    names = [(command["command"], command.get("username") or command.get("rolename")) for command in commands]
+    assert ("deleteClient", B) in names and ("deleteRole", f"device-{B}") in names  # revoked: gone
+    assert ("deleteClient", ADMIN_CN) not in names  # the portal's own identity stays
+    assert ("createRole", f"device-{new}") in names and ("createClient", new) in names
+    assert ("createRole", f"device-{A}") not in names  # still there, kept
+    assert names.index(("deleteRole", f"rules-{A}")) < names.index(("createRole", f"rules-{A}"))
+    assert ("addClientRole", A) in names

@@ -147,7 +147,7 @@ def test_connections_without_a_valid_certificate_are_refused(
 
 
 def test_revocation_cuts_the_live_session_and_refuses_reconnection(
-    mosquitto: Broker, operator_api: APIClient, tmp_path: Path
+    mosquitto: Broker, operator_api: APIClient, tmp_path: Path, settings: Any
 ) -> None:
     device = new_device(operator_api, tmp_path, "stolen")
     bystander_credentials = new_device(operator_api, tmp_path, "bystander")
@@ -162,13 +162,16 @@ def test_revocation_cuts_the_live_session_and_refuses_reconnection(
     assert response.json()["revocation_enforced_at"] is not None
 
     # The live session loses its topics within the deadline.
+    # ACL backend: the session stays, but PUBACK says 0x87. Dynamic security: the session is cut.
     denied_after = None
     while time.monotonic() - returned < ENFORCEMENT_DEADLINE + 1:
-        if live.publish(topic, timeout=2) == NOT_AUTHORIZED:
+        if live.disconnected.is_set() or live.publish_or_none(topic, timeout=0.5) == NOT_AUTHORIZED:
             denied_after = time.monotonic() - returned
             break
         time.sleep(0.02)
     assert denied_after is not None and denied_after <= ENFORCEMENT_DEADLINE, denied_after
+    if settings.BROKER_BACKEND == "mosquitto_dynsec":
+        assert live.disconnected.is_set()  # deleteClient ends the live session itself
     live.close()
 
     # A new connection with the revoked certificate is refused.
@@ -211,6 +214,7 @@ def test_damaged_crl_is_never_given_to_the_broker(
         crl_path().write_bytes(good)
 
 
+@pytest.mark.parametrize("mosquitto", ["mosquitto_acl"], indirect=True)
 def test_invalid_acl_is_never_written(
     mosquitto: Broker, operator_api: APIClient, tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -232,7 +236,7 @@ def test_failed_write_leaves_the_previous_files(
     import os
 
     new_device(operator_api, tmp_path, "first")
-    before = Path(settings.BROKER_ACL_FILE).read_bytes()
+    before = Path(settings.BROKER_CRL_FILE).read_bytes()
 
     def disk_full(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -243,7 +247,7 @@ def test_failed_write_leaves_the_previous_files(
     # The revocation stands (database and CA CRL); the broker could not be told, and says so.
     assert response.status_code == 200
     assert response.json()["revocation_enforced_at"] is None
-    assert Path(settings.BROKER_ACL_FILE).read_bytes() == before
+    assert Path(settings.BROKER_CRL_FILE).read_bytes() == before
     monkeypatch.undo()
     assert APIClient().get("/health").json()["checks"]["broker"]["status"] == "fail"
     sync_broker()
@@ -262,6 +266,7 @@ def test_health_probe_sees_the_broker_enforce_the_crl(mosquitto: Broker, setting
     assert time.monotonic() - stop_time < 15
 
 
+@pytest.mark.parametrize("mosquitto", ["mosquitto_acl"], indirect=True)
 def test_broker_sync_check_reports_drift(mosquitto: Broker, settings: Any) -> None:
     from io import StringIO
 
@@ -323,7 +328,9 @@ def test_mosquitto_config_writes_a_complete_reusable_configuration(
         "require_certificate true",
         "use_identity_as_username true",
         f"crlfile {settings.BROKER_CRL_FILE}",
-        f"acl_file {settings.BROKER_ACL_FILE}",
+        f"acl_file {settings.BROKER_ACL_FILE}"
+        if settings.BROKER_BACKEND == "mosquitto_acl"
+        else "plugin_opt_config_file " + str(mosquitto.directory / "dynamic-security.json"),
         f"pid_file {settings.MOSQUITTO_PID_FILE}",
         f"listener {mosquitto.port} 127.0.0.1",
     ):
@@ -375,3 +382,28 @@ def test_an_unreachable_broker_proves_no_enforcement(mosquitto: Broker, operator
     mosquitto.process.terminate()
     mosquitto.process.wait(timeout=10)
     assert not wait_until_refused(canary, deadline_seconds=0.5)
+
+
+@pytest.mark.parametrize("mosquitto", ["mosquitto_dynsec"], indirect=True)
+def test_dynsec_drift_is_reported_and_repaired(
+    mosquitto: Broker, operator_api: APIClient, tmp_path: Path
+) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from broker.services import MosquittoDynsecBackend
+
+    device = new_device(operator_api, tmp_path, "drifting")
+    call_command("broker_sync", "--check", stdout=StringIO())
+    # Someone removes the device's client behind the portal's back.
+    with MosquittoDynsecBackend()._session() as session:
+        session.run([{"command": "deleteClient", "username": device.device_id}])
+    with pytest.raises(CommandError, match="1 missing"):
+        call_command("broker_sync", "--check")
+    call_command("broker_sync", stdout=StringIO())
+    call_command("broker_sync", "--check", stdout=StringIO())
+    client = connected(mosquitto, device)
+    assert client.publish(f"devices/{device.device_id}/x") in ACCEPTED
+    client.close()

@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import ipaddress
+import json
 import os
 import shutil
 from pathlib import Path
@@ -15,9 +16,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from broker import dynsec
 from broker.config import BrokerConfig, render_mosquitto_conf
-from broker.probe import create_probe_identities, probe_configured
-from broker.services import sync_broker
+from broker.probe import create_probe_identities
+from broker.services import DYNSEC_ADMIN, copy_crl_to_broker, sync_broker
 from onboarding.errors import ServiceError
 from onboarding.fs import write_atomically
 from pki.keystore import get_ca
@@ -68,7 +70,10 @@ class Command(BaseCommand):
         )
         parser.add_argument("--bind", default=None, help="listen on this address only (default: all)")
         parser.add_argument(
-            "--backend", choices=["mosquitto_acl"], default=None, help="default BROKER_BACKEND"
+            "--backend",
+            choices=["mosquitto_acl", "mosquitto_dynsec"],
+            default=None,
+            help="default BROKER_BACKEND",
         )
         parser.add_argument(
             "--user",
@@ -78,15 +83,23 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         backend = options["backend"] or settings.BROKER_BACKEND
-        if backend != "mosquitto_acl":
-            raise CommandError(f"The {backend} backend is not available; use mosquitto_acl.")
+        if backend != settings.BROKER_BACKEND:
+            raise CommandError(
+                f"--backend {backend} differs from BROKER_BACKEND={settings.BROKER_BACKEND}; the portal "
+                "must use the backend the broker is configured for (set BROKER_BACKEND)."
+            )
         out: Path = options["out"].resolve()
         hostnames = options["hostname"] or [settings.BROKER_PUBLIC_HOST]
         port = options["port"] or settings.BROKER_PUBLIC_PORT
         user = options["user"] or getpass.getuser()
         try:
-            self._write(out, hostnames, port, options["bind"], user)
-            sync_broker(reload=False)
+            self._write(
+                out, hostnames, port, options["bind"], user, dynsec_mode=backend == "mosquitto_dynsec"
+            )
+            if backend == "mosquitto_acl":
+                sync_broker(reload=False)
+            else:
+                copy_crl_to_broker()  # the broker needs its CRL to start; clients are synced once it runs
         except ServiceError as exc:
             raise CommandError(exc.message) from None
         except OSError as exc:
@@ -99,12 +112,21 @@ class Command(BaseCommand):
                 "make the broker reload after a revocation."
             )
 
-    def _write(self, out: Path, hostnames: list[str], port: int, bind: str | None, user: str) -> None:
+    def _write(
+        self, out: Path, hostnames: list[str], port: int, bind: str | None, user: str, *, dynsec_mode: bool
+    ) -> None:
         out.mkdir(mode=0o755, parents=True, exist_ok=True)
         write_atomically(out / "ca.crt", get_ca().certificate_pem, mode=0o644)
         self._server_certificate(out, hostnames)
-        if not probe_configured():
-            create_probe_identities()
+        create_probe_identities(extra=((DYNSEC_ADMIN, dynsec.ADMIN_CN),) if dynsec_mode else ())
+        dynsec_config = out / "dynamic-security.json"
+        if dynsec_mode and not dynsec_config.exists():
+            # Written once; from then on the plugin owns the file and the portal talks to it.
+            write_atomically(
+                dynsec_config, json.dumps(dynsec.initial_config(), indent=2).encode(), mode=0o600
+            )
+            if user != getpass.getuser() and os.geteuid() == 0:
+                shutil.chown(dynsec_config, user=user)
         config = BrokerConfig(
             port=port,
             ca_file=out / "ca.crt",
@@ -115,6 +137,8 @@ class Command(BaseCommand):
             user=user,
             bind_address=bind,
             pid_file=settings.MOSQUITTO_PID_FILE or None,
+            dynsec_plugin=dynsec.plugin_path() if dynsec_mode else None,
+            dynsec_config=dynsec_config if dynsec_mode else None,
         )
         write_atomically(out / "mosquitto.conf", render_mosquitto_conf(config).encode(), mode=0o644)
         if user != getpass.getuser() and os.geteuid() == 0:
