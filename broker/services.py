@@ -133,6 +133,15 @@ def _write(path: Path, data: bytes) -> None:
         raise BrokerSyncError(f"The broker file {path.name} could not be written: {exc.strerror}.") from None
 
 
+def crl_drift() -> list[str]:
+    try:
+        if Path(settings.BROKER_CRL_FILE).read_bytes() != crl_path().read_bytes():
+            return ["the broker's CRL is not the CA's current CRL"]
+    except OSError:
+        return ["the broker's CRL or the CA's CRL is missing"]
+    return []
+
+
 def copy_crl_to_broker() -> int:
     """Give the broker the CA's current CRL (checked); returns its number."""
     crl, number = _checked_crl()
@@ -171,12 +180,7 @@ class MosquittoAclBackend:
             on_disk = None
         if on_disk != expected_acl:
             found.append("the ACL file differs from what the database says")
-        try:
-            if Path(settings.BROKER_CRL_FILE).read_bytes() != crl_path().read_bytes():
-                found.append("the broker's CRL is not the CA's current CRL")
-        except OSError:
-            found.append("the broker's CRL or the CA's CRL is missing")
-        return found
+        return found + crl_drift()
 
 
 class MosquittoDynsecBackend:
@@ -239,12 +243,7 @@ class MosquittoDynsecBackend:
                 f"the broker's clients differ from the active devices ({len(active - there)} missing, "
                 f"{len(there - active)} too many)"
             )
-        try:
-            if Path(settings.BROKER_CRL_FILE).read_bytes() != crl_path().read_bytes():
-                found.append("the broker's CRL is not the CA's current CRL")
-        except OSError:
-            found.append("the broker's CRL or the CA's CRL is missing")
-        return found
+        return found + crl_drift()
 
 
 DYNSEC_ADMIN = "dynsec-admin"
