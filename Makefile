@@ -6,7 +6,7 @@ PORT ?= 8000
 # make run is development: generated secrets in DATA_DIR, SQLite, tasks in-process.
 RUN_ENV := DEBUG=true
 
-.PHONY: run test lint check-migrations clean
+.PHONY: run test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(LINT_ENV) $(BIN)/mypy .
+
+# Benchmarks print figures against raw limits measured in the same run; results in bench/results/.
+bench: $(VENV)/.dev-installed
+	$(BIN)/python -m bench.bench_registration
+	$(BIN)/python -m bench.bench_crl
+	$(BIN)/python -m bench.bench_acl
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -94,23 +94,21 @@ def initialize_ca(
 
 
 @functools.cache
-def _lint_signing_key(kind: KeyType) -> PrivateKey:
-    """A throw-away key of the CA's type, made once per process, that signs lint copies only."""
-    return kind.generate()
+def _lint_signing_key(rsa_ca: bool) -> PrivateKey:
+    """A throw-away key, made once per process, that signs lint copies only.
 
-
-def _ca_key_type(authority: CertificateAuthority) -> KeyType:
-    key = authority.private_key
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return KeyType.EC_P256
-    if isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 3072:
-        return KeyType.RSA3072
-    return KeyType.RSA2048
+    Same algorithm as the CA, so the copy carries the CA's signature AlgorithmIdentifier and an
+    identical TBSCertificate; the linter never verifies the signature itself, so the RSA key is
+    small: an RSA-3072 signature would double the CA's signing cost on every issuance.
+    """
+    if rsa_ca:
+        return rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 - lint copies only
+    return ec.generate_private_key(ec.SECP256R1())
 
 
 def _lint_before_signing(builder: x509.CertificateBuilder, authority: CertificateAuthority) -> None:
     """Lint a copy signed by a throw-away key; the CA key signs only what passes."""
-    lint_key = _lint_signing_key(_ca_key_type(authority))
+    lint_key = _lint_signing_key(isinstance(authority.private_key, rsa.RSAPrivateKey))
     findings = lint_certificate(builder.sign(lint_key, SIGNATURE_HASH))
     if findings:
         raise CertificateLintError(
