@@ -19,6 +19,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.utils import timezone
 
+from audit import services as audit
+from audit.models import AuditAction
 from broker.rules import default_rules
 from devices.bundles import BundleContents, build_bundle, new_bundle_password
 from devices.models import Device, DownloadAttempt, DownloadLink, DownloadOutcome
@@ -198,6 +200,9 @@ def download_bundle(token: str, *, address: str | None = None, user_agent: str =
         _record(DownloadOutcome.REUSED, link, address, user_agent)
         raise _gone("link_used", "This link was already used.")
     _record(DownloadOutcome.SUCCESS, link, address, user_agent)
+    audit.record(
+        AuditAction.BUNDLE_DOWNLOADED, address=address, device_id=link.device_id, user_agent=user_agent[:300]
+    )
     _discard_bundle(link)
     return Download(data=data, filename=f"{link.device_id}-credentials.zip")
 

@@ -16,6 +16,8 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import IntegrityError, transaction
 
+from audit.models import AuditAction
+from audit.services import record
 from broker.probe import SyncCanary, issue_sync_canary, probe_configured
 from broker.services import BrokerSyncError, enforce_now, grants_on_register
 from devices.delivery import IssuedBundle, create_bundle, remove_device_files, withdraw_links
@@ -85,7 +87,9 @@ def get_device(device_id: str | uuid.UUID) -> Device:
         raise DeviceNotFound(f"No device has the id {key}.") from None
 
 
-def register_device(request: RegistrationRequest, *, actor: Actor = None) -> Registration:
+def register_device(
+    request: RegistrationRequest, *, actor: Actor = None, address: str | None = None
+) -> Registration:
     """Create the device, its certificate and its broker rights, or nothing at all."""
     if request.hardware_id:
         _refuse_taken_hardware_id(request.hardware_id)
@@ -110,6 +114,10 @@ def register_device(request: RegistrationRequest, *, actor: Actor = None) -> Reg
             )
             _activate(device)
             bundle = create_bundle(device, issued.record, issued.private_key, actor=_user_or_none(actor))
+            record(
+                AuditAction.DEVICE_REGISTERED, actor=actor, address=address, device_id=device.id,
+                serial=issued.record.serial, key_type=issued.record.key_type,
+            )  # fmt: skip
     except IntegrityError:
         _forget_files(device_id)
         # Two registrations raced for the same hardware id; the database let one win.
@@ -150,7 +158,11 @@ def _activate(device: Device) -> None:
 
 
 def revoke_device(
-    device: Device, reason: RevocationReason = RevocationReason.UNSPECIFIED, *, actor: Actor = None
+    device: Device,
+    reason: RevocationReason = RevocationReason.UNSPECIFIED,
+    *,
+    actor: Actor = None,
+    address: str | None = None,
 ) -> Device:
     """Revoke every valid certificate of the device and publish the CRL; revoking twice is refused."""
     with exclusive_lock("crl"), transaction.atomic():
@@ -163,6 +175,9 @@ def revoke_device(
         _revoke_valid_certificates(locked, reason, also=[canary.record] if canary else [])
         locked.status = DeviceStatus.REVOKED
         locked.save(update_fields=["status", "updated_at"])
+        record(
+            AuditAction.DEVICE_REVOKED, actor=actor, address=address, device_id=locked.id, reason=reason.value
+        )
     enforced_at = _tell_broker(canary)
     if enforced_at is not None:
         Device.objects.filter(pk=device.pk).update(revocation_enforced_at=enforced_at)
@@ -189,7 +204,12 @@ def _revoke_valid_certificates(
 
 
 def reissue_device(
-    device: Device, *, key_type: KeyType | None = None, csr_pem: str | None = None, actor: Actor = None
+    device: Device,
+    *,
+    key_type: KeyType | None = None,
+    csr_pem: str | None = None,
+    actor: Actor = None,
+    address: str | None = None,
 ) -> Registration:
     """Rotate: a new key and certificate for the same device id; the old one is superseded.
 
@@ -227,13 +247,20 @@ def reissue_device(
         bundle = create_bundle(locked, issued.record, issued.private_key, actor=_user_or_none(actor))
         # Last, because it writes crl.pem before the commit: a step that fails after it would
         # leave a CRL revoking what the rolled-back database still calls active.
+        record(
+            AuditAction.DEVICE_REISSUED,
+            actor=actor,
+            address=address,
+            device_id=locked.id,
+            serial=issued.record.serial,
+        )
         if superseded:
             revoke_certificates(superseded, RevocationReason.SUPERSEDED)
     _tell_broker()  # the superseded certificate is on the CRL: the broker must refuse it too
     return Registration(device=get_device(device.id), issued=issued, bundle=bundle)
 
 
-def issue_new_bundle(device: Device, *, actor: Actor = None) -> IssuedBundle:
+def issue_new_bundle(device: Device, *, actor: Actor = None, address: str | None = None) -> IssuedBundle:
     """A fresh bundle and link. The server keeps no device key, so for a server-generated key
     this is a rotation (new key and certificate, the old one superseded); for a device that
     made its own key, the same certificate in a new bundle."""
@@ -244,12 +271,19 @@ def issue_new_bundle(device: Device, *, actor: Actor = None) -> IssuedBundle:
             device_id=str(device.id),
         )
     if not current.from_csr:
-        return reissue_device(device, actor=actor).bundle
+        return reissue_device(device, actor=actor, address=address).bundle
     with transaction.atomic():
+        record(
+            AuditAction.BUNDLE_ISSUED,
+            actor=actor,
+            address=address,
+            device_id=device.id,
+            serial=current.serial,
+        )
         return create_bundle(device, current, None, actor=_user_or_none(actor))
 
 
-def delete_device(device: Device, *, actor: Actor = None) -> None:
+def delete_device(device: Device, *, actor: Actor = None, address: str | None = None) -> None:
     """Delete the device; a still-valid certificate is revoked (cessationOfOperation), never lost.
 
     The certificate rows stay, detached, so the CRL keeps listing them until they expire.
@@ -257,6 +291,9 @@ def delete_device(device: Device, *, actor: Actor = None) -> None:
     with exclusive_lock("crl"), transaction.atomic():
         locked = Device.objects.select_for_update().get(pk=device.pk)
         _revoke_valid_certificates(locked, RevocationReason.CESSATION_OF_OPERATION)
+        record(
+            AuditAction.DEVICE_DELETED, actor=actor, address=address, device_id=locked.id, name=locked.name
+        )
         locked.delete()
     remove_device_files(device.id)
     _tell_broker()

@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from devices.delivery import download_bundle
-from onboarding.api import error_body, error_responses
+from onboarding.api import client_address, error_body, error_responses
 from onboarding.errors import ServiceError
 
 NEXT_STEP = {
@@ -78,7 +78,7 @@ class DownloadView(APIView):
         try:
             download = download_bundle(
                 token,
-                address=request.META.get("REMOTE_ADDR"),
+                address=client_address(request),
                 user_agent=request.META.get("HTTP_USER_AGENT", ""),
             )
         except ServiceError as error:

@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from onboarding.fs import write_atomically
@@ -75,6 +75,11 @@ def initialize_ca(
     store = keystore()
     if store.exists():
         return CAStatus(certificate=store.load().certificate, created=False)
+    try:
+        # The first CRL goes into the database: find out now, before any key is made.
+        CertificateRevocationList.objects.exists()
+    except DatabaseError:
+        raise PKIError("The database is not set up yet: run `python manage.py migrate` first.") from None
     if validity_days < 1:
         raise PKIError("The CA's validity must be at least one day.")
     private_key = key_type.generate()

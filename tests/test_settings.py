@@ -109,3 +109,24 @@ def test_production_defaults_are_secure(tmp_path: Path) -> None:
     result = manage("shell", "--no-imports", "-c", code, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "True", "True", "True", "[]"]
+
+
+def test_web_server_refuses_to_start_with_an_exposed_ca_key(tmp_path: Path) -> None:
+    env = {"DEBUG": "true", "DATA_DIR": str(tmp_path)}
+    refused = manage("init_ca", "--key-type", "ec-p256", env=env)
+    assert refused.returncode == 1 and "run `python manage.py migrate` first" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "certs" / "ca.key").exists()
+    assert manage("migrate", env=env).returncode == 0
+    assert manage("init_ca", "--key-type", "ec-p256", env=env).returncode == 0
+    (tmp_path / "certs" / "ca.key").chmod(0o644)
+    clean = {key: value for key, value in os.environ.items() if key not in _SETTINGS_VARIABLES}
+    result = subprocess.run(
+        [sys.executable, "-c", "import onboarding.wsgi"],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "Refusing to start" in result.stderr and "chmod 600" in result.stderr

@@ -27,7 +27,7 @@ from devices.api.serializers import (
 )
 from devices.delivery import IssuedBundle
 from devices.models import Device
-from onboarding.api import StrictOrderingFilter, error_responses, list_parameters
+from onboarding.api import StrictOrderingFilter, client_address, error_responses, list_parameters
 from pki.keystore import get_ca
 from pki.profiles import KeyType, RevocationReason
 
@@ -137,6 +137,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
                     metadata=fields.get("metadata", {}),
                 ),
                 actor=request.user,
+                address=client_address(request),
             )
             return Response(_credentials(registration), status=status.HTTP_201_CREATED)
 
@@ -153,7 +154,11 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
         payload = RevokeRequestSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         reason = RevocationReason.parse(payload.validated_data.get("reason"))
-        return Response(DeviceSerializer(services.revoke_device(device, reason, actor=request.user)).data)
+        return Response(
+            DeviceSerializer(
+                services.revoke_device(device, reason, actor=request.user, address=client_address(request))
+            ).data
+        )
 
     @extend_schema(
         summary="Re-issue a device's certificate (rotation)",
@@ -171,6 +176,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
             key_type=KeyType(key_type) if key_type else None,
             csr_pem=payload.validated_data.get("csr"),
             actor=request.user,
+            address=client_address(request),
         )
         return Response(_credentials(registration), status=status.HTTP_201_CREATED)
 
@@ -184,7 +190,9 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
     )
     @action(detail=True, methods=["post"])
     def bundle(self, request: Request, pk: str) -> Response:
-        bundle = services.issue_new_bundle(self.get_object(), actor=request.user)
+        bundle = services.issue_new_bundle(
+            self.get_object(), actor=request.user, address=client_address(request)
+        )
         return Response(_bundle(bundle), status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -192,5 +200,5 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
         responses={204: None, **error_responses(401, 403, 404, 503)},
     )
     def destroy(self, request: Request, pk: str) -> Response:
-        services.delete_device(self.get_object(), actor=request.user)
+        services.delete_device(self.get_object(), actor=request.user, address=client_address(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
