@@ -7,6 +7,7 @@ anywhere else a missing secret stops start-up with one sentence saying what to s
 
 from __future__ import annotations
 
+import datetime
 import os
 import secrets
 from pathlib import Path
@@ -86,6 +87,7 @@ INSTALLED_APPS = [
     "django_otp",
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
+    "axes",
     "rest_framework",
     "django_filters",
     "drf_spectacular",
@@ -107,6 +109,13 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into a refusal.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "onboarding.urls"
@@ -200,6 +209,15 @@ BROKER_PROBE_PORT: int = env.int("BROKER_PROBE_PORT", default=BROKER_PUBLIC_PORT
 
 # --- Two-factor sign-in (django-otp) ---
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="IoT Onboarding Portal")
+
+# Repeated password failures lock out that user name from that address for a while
+# (django-axes). Locking the pair, not the user name alone, means an attacker cannot lock a
+# colleague out from elsewhere, nor lock everyone out from one address.
+AXES_FAILURE_LIMIT: int = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = datetime.timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=30))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "onboarding.api.client_address"
 
 # --- REST API ---
 API_MAX_BODY_BYTES: int = env.int("API_MAX_BODY_BYTES", default=64 * 1024)

@@ -92,3 +92,21 @@ def test_enroll_totp_prints_a_qr_code_and_backup_codes(make_user: Any) -> None:
         call_command("enroll_totp", "newcomer", stdout=StringIO())
     call_command("enroll_totp", "newcomer", "--replace", stdout=StringIO())
     assert TOTPDevice.objects.filter(user__username="newcomer").count() == 1
+
+
+def test_repeated_failures_lock_out_that_user_from_that_address(staff: Any, make_user: Any) -> None:
+    from django.conf import settings
+
+    device = TOTPDevice.objects.get(user=staff)
+    attacker = Client(REMOTE_ADDR="192.0.2.66")
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        attacker.post("/admin/login/", {"username": "operator-1", "password": "guess", "otp_token": ""})
+    locked = admin_login(attacker, current_code(device), device)
+    assert locked.status_code in {403, 429}
+    assert attacker.get("/admin/").status_code == 302
+    # The real operator, elsewhere, is not locked out by the attacker.
+    colleague = Client(REMOTE_ADDR="198.51.100.20")
+    device.refresh_from_db()
+    device.last_t = -1
+    device.save()
+    assert admin_login(colleague, current_code(device), device).status_code == 302
