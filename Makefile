@@ -46,6 +46,7 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.bench_registration
 	$(BIN)/python -m bench.bench_crl
 	$(BIN)/python -m bench.bench_acl
+	$(BIN)/python -m bench.bench_enforcement
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -30,6 +30,7 @@ def setup_django(ca_key_type: str = "rsa3072") -> Path:
             "SECURE_SSL_REDIRECT": "false",
             "ALLOWED_HOSTS": "testserver,127.0.0.1,localhost",
             "API_THROTTLE_USER": "1000000/minute",
+            "API_THROTTLE_ANON": "1000000/minute",
             "LOG_LEVEL": "WARNING",
         }
     )
