@@ -36,7 +36,7 @@ from onboarding.locks import exclusive_lock
 from pki.errors import CRLPublicationError
 from pki.keystore import get_ca, keystore
 from pki.models import Certificate, CertificatePurpose
-from pki.services import check_crl, crl_path
+from pki.services import check_crl, crl_path, crl_refresh_due, publish_crl
 
 logger = logging.getLogger(__name__)
 
@@ -314,6 +314,18 @@ def enforce_now(canary: SyncCanary | None = None) -> dt.datetime | None:
         logger.warning("The broker was told to reload but still accepts a revoked canary.")
         return None
     return timezone.now()
+
+
+def refresh_crl(*, force: bool = False) -> int | None:
+    """Re-sign the CRL at half its validity (or now, with force) and give it to the broker.
+
+    Returns the new CRL number, or None when the current CRL is still fresh.
+    """
+    if not force and not crl_refresh_due():
+        return None
+    record = publish_crl()
+    sync_broker()
+    return record.number
 
 
 def broker_drift() -> list[str]:

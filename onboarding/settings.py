@@ -265,6 +265,15 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_RESULT_BACKEND: str = env.str("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL)
+# Periodic jobs (celery beat). The CRL job checks every 15 minutes and re-signs at half the
+# CRL's validity, so a CRL never reaches nextUpdate even when nothing is revoked.
+CELERY_BEAT_SCHEDULE = {
+    "refresh-crl": {"task": "onboarding.refresh_crl", "schedule": 15 * 60},
+    "cleanup-bundles": {"task": "onboarding.cleanup_bundles", "schedule": 10 * 60},
+    "expire-certificates": {"task": "onboarding.expire_certificates", "schedule": 60 * 60},
+    "sync-broker": {"task": "onboarding.sync_broker", "schedule": 60 * 60},
+}
 
 LOGGING = {
     "version": 1,

@@ -25,7 +25,7 @@ from onboarding.locks import exclusive_lock
 from pki.errors import CAKeyError, CertificateLintError, CRLPublicationError, PKIError
 from pki.keystore import CertificateAuthority, forget_loaded_ca, get_ca, keystore
 from pki.lint import lint_certificate
-from pki.models import Certificate, CertificatePurpose, CertificateRevocationList
+from pki.models import Certificate, CertificatePurpose, CertificateRevocationList, CertificateStatus
 from pki.profiles import (
     BACKDATE,
     DEVICE_PROFILE,
@@ -307,6 +307,13 @@ def check_crl(crl: x509.CertificateRevocationList, issuer: x509.Certificate, now
         raise CRLPublicationError("The CRL's signature does not verify with the CA certificate.")
     if crl.next_update_utc is None or crl.next_update_utc <= now:
         raise CRLPublicationError("The CRL's nextUpdate is not in the future.")
+
+
+def mark_expired_certificates(now: dt.datetime | None = None) -> int:
+    """Active certificates past their notAfter become `expired`; returns how many."""
+    return Certificate.objects.filter(
+        status=CertificateStatus.ACTIVE, not_after__lte=now or timezone.now()
+    ).update(status=CertificateStatus.EXPIRED)
 
 
 def crl_refresh_due(now: dt.datetime | None = None) -> bool:

@@ -4,9 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from broker.services import sync_broker
+from broker.services import refresh_crl
 from onboarding.errors import ServiceError
-from pki.services import crl_refresh_due, publish_crl
 
 
 class Command(BaseCommand):
@@ -20,15 +19,11 @@ class Command(BaseCommand):
         parser.add_argument("--force", action="store_true", help="re-sign now even if not due")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if not options["force"] and not crl_refresh_due():
-            self.stdout.write("The CRL is fresh; nothing to do.")
-            return
         try:
-            record = publish_crl()
-            result = sync_broker()
+            number = refresh_crl(force=options["force"])
         except ServiceError as exc:
             raise CommandError(exc.message) from None
-        reloaded = "broker reloaded" if result.reloaded else "broker files written"
-        self.stdout.write(
-            f"Signed CRL #{record.number}, next update {record.next_update:%Y-%m-%d %H:%M} UTC; {reloaded}."
-        )
+        if number is None:
+            self.stdout.write("The CRL is fresh; nothing to do.")
+        else:
+            self.stdout.write(f"Signed CRL #{number} and gave it to the broker.")
