@@ -6,6 +6,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from broker.services import refresh_crl, sync_broker
+from devices.alerts import send_expiry_alerts
 from devices.delivery import discard_expired_bundles
 from pki.services import mark_expired_certificates
 
@@ -25,6 +26,11 @@ def sync_broker_task() -> str:
 @shared_task(name="onboarding.cleanup_bundles")  # type: ignore[untyped-decorator]  # celery is untyped
 def cleanup_bundles_task() -> int:
     return discard_expired_bundles()
+
+
+@shared_task(name="onboarding.expiry_alerts")  # type: ignore[untyped-decorator]  # celery is untyped
+def expiry_alerts_task() -> int:
+    return send_expiry_alerts()
 
 
 @shared_task(name="onboarding.expire_certificates")  # type: ignore[untyped-decorator]  # celery is untyped

@@ -179,6 +179,24 @@ SECURE_REFERRER_POLICY = "same-origin"
 CA_ROOT_PATH = Path(env.str("CA_ROOT_PATH", default=str(DATA_DIR / "certs"))).resolve()
 CERT_VALIDITY_DAYS: int = env.int("CERT_VALIDITY_DAYS", default=365)
 CRL_VALIDITY_HOURS: int = env.int("CRL_VALIDITY_HOURS", default=72)
+EXPIRY_WARNING_DAYS: int = env.int("EXPIRY_WARNING_DAYS", default=30)
+# Expiry alerts go to the Operators' e-mail addresses; the console in development.
+EMAIL_BACKEND: str = env.str(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.console.EmailBackend"
+    if DEVELOPMENT
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+DEFAULT_FROM_EMAIL: str = env.str("DEFAULT_FROM_EMAIL", default="onboarding@localhost")
+EMAIL_HOST: str = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT: int = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER: str = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD: str = env.str("EMAIL_HOST_PASSWORD", default="") or (
+    _read_secret_file(env.str("EMAIL_HOST_PASSWORD_FILE"), "EMAIL_HOST_PASSWORD")
+    if env.str("EMAIL_HOST_PASSWORD_FILE", default="")
+    else ""
+)
+EMAIL_USE_TLS: bool = env.bool("EMAIL_USE_TLS", default=False)
 PORTAL_URL: str = env.str("PORTAL_URL", default="http://127.0.0.1:8000").rstrip("/")
 # Written into every device certificate's CRL distribution point. RFC 5280 4.2.1.13: an HTTP
 # URI there MUST name a DER CRL, which /ca.crl serves; /crl.pem serves the same CRL as PEM.
@@ -273,6 +291,7 @@ CELERY_BEAT_SCHEDULE = {
     "cleanup-bundles": {"task": "onboarding.cleanup_bundles", "schedule": 10 * 60},
     "expire-certificates": {"task": "onboarding.expire_certificates", "schedule": 60 * 60},
     "sync-broker": {"task": "onboarding.sync_broker", "schedule": 60 * 60},
+    "expiry-alerts": {"task": "onboarding.expiry_alerts", "schedule": 6 * 60 * 60},
 }
 
 LOGGING = {

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from devices.alerts import expiring_soon
 from pki.errors import PKIError
 from pki.keystore import get_ca
 from pki.models import Certificate
@@ -27,4 +29,6 @@ def home(request: HttpRequest) -> HttpResponse:
             "active": Certificate.objects.active().count(),
             "revoked": Certificate.objects.revoked().count(),
         }
+        context["expiring"] = expiring_soon()
+        context["warning_days"] = settings.EXPIRY_WARNING_DAYS
     return render(request, "home.html", context)

@@ -109,6 +109,25 @@ class Certificate(models.Model):
         self.revocation_reason = reason.value
 
 
+class ExpiryAlert(models.Model):
+    """An expiry warning already sent, so each certificate (or the CA) is warned once per threshold."""
+
+    subject_key = models.CharField(max_length=64, help_text="certificate serial, or 'ca'")
+    threshold_days = models.PositiveIntegerField()
+    not_after = models.DateTimeField()
+    sent_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subject_key", "threshold_days", "not_after"], name="pki_alert_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"expiry alert for {self.subject_key} ({self.threshold_days} days)"
+
+
 class CertificateRevocationList(models.Model):
     """One row per CRL signed: the CRL number only grows (RFC 5280 5.2.3)."""
 
