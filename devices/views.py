@@ -14,7 +14,8 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from devices.delivery import download_bundle
-from onboarding.api import client_address, error_body, error_responses
+from onboarding.addresses import client_address
+from onboarding.api import error_body, error_responses
 from onboarding.errors import ServiceError
 
 NEXT_STEP = {

@@ -168,12 +168,6 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
-def client_address(request: Request) -> str | None:
-    """The client's address, trusting X-Forwarded-For only from TRUSTED_PROXY_COUNT proxies."""
-    ident: str | None = throttling.BaseThrottle().get_ident(request)
-    return ident
-
-
 def _is_api_request(request: HttpRequest) -> bool:
     return request.path.startswith(API_PATH_PREFIXES)
 

@@ -4,12 +4,21 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from accounts import roles
 from devices.alerts import expiring_soon
 from pki.errors import PKIError
 from pki.keystore import get_ca
 from pki.models import Certificate
 from pki.profiles import sha256_fingerprint
 from pki.services import current_crl_record
+
+
+def _verified_viewer(request: HttpRequest) -> bool:
+    user = request.user
+    is_verified = getattr(user, "is_verified", None)
+    return bool(
+        user.is_authenticated and is_verified is not None and is_verified() and user.has_perm(roles.VIEW)
+    )
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -25,10 +34,13 @@ def home(request: HttpRequest) -> HttpResponse:
             "not_after": authority.certificate.not_valid_after_utc,
             "fingerprint": sha256_fingerprint(authority.certificate),
         }
-        context["certificate_counts"] = {
-            "active": Certificate.objects.active().count(),
-            "revoked": Certificate.objects.revoked().count(),
-        }
-        context["expiring"] = expiring_soon()
-        context["warning_days"] = settings.EXPIRY_WARNING_DAYS
+        # What anyone may fetch anyway (CA certificate, CRL) is public; the fleet's numbers are
+        # for signed-in staff who passed the second factor, with a role that may view devices.
+        if _verified_viewer(request):
+            context["certificate_counts"] = {
+                "active": Certificate.objects.active().count(),
+                "revoked": Certificate.objects.revoked().count(),
+            }
+            context["expiring"] = expiring_soon()
+            context["warning_days"] = settings.EXPIRY_WARNING_DAYS
     return render(request, "home.html", context)

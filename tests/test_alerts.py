@@ -45,8 +45,14 @@ def test_the_ca_itself_is_alerted(fresh_ca_root: Any, db: Any, make_user: Any, m
     assert "certificate authority itself expires" in mailoutbox[0].body
 
 
-def test_front_page_shows_what_expires_soon(ca: CertificateAuthority, settings: Any) -> None:
+def test_front_page_shows_what_expires_soon_to_staff_only(
+    ca: CertificateAuthority, settings: Any, make_user: Any, verified_login: Any
+) -> None:
     settings.CERT_VALIDITY_DAYS = 10
     services.issue_certificate("soon", key_type=KeyType.EC_P256)
-    page = Client().get("/").content.decode()
-    assert "1 device certificate(s) expire within 30 days" in page
+    staff_page = verified_login(Client(), make_user("watcher", "Auditors")).get("/").content.decode()
+    assert "1 device certificate(s) expire within 30 days" in staff_page
+    assert "1 active" in staff_page
+    public_page = Client().get("/").content.decode()
+    assert "expire within" not in public_page and "active" not in public_page
+    assert "Test Session CA" in public_page  # the CA itself is public

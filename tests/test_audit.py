@@ -73,3 +73,14 @@ def test_the_trail_is_append_only(operator_api: APIClient, verified_login: Any, 
     assert browser.get("/admin/audit/auditevent/").status_code == 200
     assert browser.post(f"/admin/audit/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
     assert AuditEvent.objects.filter(pk=event.pk).exists()
+
+
+def test_forwarded_addresses_are_trusted_only_from_configured_proxies(settings: Any) -> None:
+    from django.test import RequestFactory
+
+    from onboarding.addresses import client_address
+
+    request = RequestFactory().get("/", REMOTE_ADDR="10.0.0.5", HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.4")
+    assert client_address(request) == "10.0.0.5"  # no trusted proxy: the header is ignored
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    assert client_address(request) == "203.0.113.4"  # the address our one proxy saw, not the client's claim

@@ -27,7 +27,8 @@ from devices.api.serializers import (
 )
 from devices.delivery import IssuedBundle
 from devices.models import Device
-from onboarding.api import StrictOrderingFilter, client_address, error_responses, list_parameters
+from onboarding.addresses import client_address
+from onboarding.api import StrictOrderingFilter, error_responses, list_parameters
 from pki.keystore import get_ca
 from pki.profiles import KeyType, RevocationReason
 
