@@ -102,6 +102,10 @@ def connect_outcome(
     UNREACHABLE (no TLS session at all, which proves nothing)."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(keystore().certificate_path))
     context.load_cert_chain(str(certificate_path), str(key_path), password=_probe_key_passphrase())
+    # TLS 1.2 checks the client certificate inside the handshake, so a revoked one fails there
+    # with the broker's alert. Under TLS 1.3 the check comes after the handshake, and the alert
+    # can be lost to a connection reset, which would prove nothing.
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
     try:
         raw = socket.create_connection((host, port), timeout=timeout)
     except OSError:
