@@ -12,7 +12,6 @@ Targets: p50 <= 1 s, p99 <= 2 s at both fleet sizes.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import statistics
 import sys
 import tempfile
@@ -35,7 +34,6 @@ def main() -> None:
     from cryptography import x509
     from django.conf import settings
     from django.contrib.auth.models import User
-    from django.core.management import call_command
     from django.utils import timezone
     from rest_framework.test import APIClient
 
@@ -48,24 +46,14 @@ def main() -> None:
     from tests.mosquitto import (
         NOT_AUTHORIZED,
         DeviceClient,
+        configured_broker,
         credentials_from_answer,
-        free_port,
-        start_mosquitto,
         stop_mosquitto,
     )
 
     work = Path(tempfile.mkdtemp(prefix="enforcement-bench-"))
-    port = free_port()
-    directory = work / "broker"
-    settings.BROKER_ACL_FILE = directory / "mosquitto.acl"
-    settings.BROKER_CRL_FILE = directory / "crl.pem"
-    settings.MOSQUITTO_PID_FILE = str(directory / "mosquitto.pid")
-    settings.BROKER_PROBE_DIR = work / "probe"
-    settings.BROKER_PUBLIC_HOST = settings.BROKER_PROBE_HOST = "127.0.0.1"
-    settings.BROKER_PUBLIC_PORT = settings.BROKER_PROBE_PORT = port
-    call_command("mosquitto_config", "--out", str(directory), "--port", str(port), "--bind", "127.0.0.1",
-                 stdout=io.StringIO())  # fmt: skip
-    broker = start_mosquitto(directory, port)
+    broker = configured_broker(settings, work)
+    port = broker.port
     client = APIClient()
     user = User.objects.create_superuser("bench", password="bench-password-long")  # noqa: S106 - throw-away
     client.credentials(HTTP_AUTHORIZATION=f"Token {create_api_token(user).value}")

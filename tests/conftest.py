@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,31 +92,9 @@ def operator_api(ca, token_client):
 @pytest.fixture(params=["mosquitto_acl", "mosquitto_dynsec"])
 def mosquitto(request, ca, settings, tmp_path):
     """Both backends run every broker test (a test may narrow this with indirect parametrize)."""
-    from django.core.management import call_command
+    from tests.mosquitto import configured_broker, stop_mosquitto
 
-    from broker.services import sync_broker
-    from tests.mosquitto import free_port, start_mosquitto, stop_mosquitto
-
-    settings.BROKER_BACKEND = request.param
-    port = free_port()
-    directory = tmp_path / "broker"
-    settings.BROKER_ACL_FILE = directory / "mosquitto.acl"
-    settings.BROKER_CRL_FILE = directory / "crl.pem"
-    settings.MOSQUITTO_PID_FILE = str(directory / "mosquitto.pid")
-    settings.BROKER_PROBE_DIR = tmp_path / "probe"
-    settings.BROKER_PUBLIC_HOST = settings.BROKER_PROBE_HOST = "127.0.0.1"
-    settings.BROKER_PUBLIC_PORT = settings.BROKER_PROBE_PORT = port
-    call_command("mosquitto_config", "--out", str(directory), "--port", str(port), "--bind", "127.0.0.1",
-                 "--backend", request.param, stdout=io.StringIO())  # fmt: skip
-    broker = start_mosquitto(directory, port)
-    sync_broker()
-    # The sync ends with a reload (SIGHUP, asynchronous): start once the broker enforces the CRL.
-    from broker.probe import probe_broker
-
-    deadline = time.monotonic() + 5
-    while not probe_broker().healthy:
-        assert time.monotonic() < deadline, broker.log()
-        time.sleep(0.02)
+    broker = configured_broker(settings, tmp_path, request.param)
     yield broker
     stop_mosquitto(broker)
 

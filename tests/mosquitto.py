@@ -192,3 +192,36 @@ class DeviceClient:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def configured_broker(settings: Any, work: Path, backend: str = "mosquitto_acl") -> Broker:
+    """Point the portal at a broker of its own in `work`, write its configuration with
+    `mosquitto_config`, start Mosquitto with it and wait until it enforces the CRL."""
+    import io
+
+    from django.core.management import call_command
+
+    from broker.probe import probe_broker
+    from broker.services import sync_broker
+
+    port = free_port()
+    directory = work / "broker"
+    settings.BROKER_BACKEND = backend
+    settings.BROKER_ACL_FILE = directory / "mosquitto.acl"
+    settings.BROKER_CRL_FILE = directory / "crl.pem"
+    settings.MOSQUITTO_PID_FILE = str(directory / "mosquitto.pid")
+    settings.BROKER_PROBE_DIR = work / "probe"
+    settings.BROKER_PUBLIC_HOST = settings.BROKER_PROBE_HOST = "127.0.0.1"
+    settings.BROKER_PUBLIC_PORT = settings.BROKER_PROBE_PORT = port
+    call_command("mosquitto_config", "--out", str(directory), "--port", str(port), "--bind", "127.0.0.1",
+                 "--backend", backend, stdout=io.StringIO())  # fmt: skip
+    broker = start_mosquitto(directory, port)
+    sync_broker()
+    # The sync ends with a reload (SIGHUP, asynchronous): go on once the broker enforces the CRL.
+    deadline = time.monotonic() + 5
+    while not probe_broker().healthy:
+        if time.monotonic() > deadline:
+            stop_mosquitto(broker)
+            raise RuntimeError("the broker never enforced the CRL: " + broker.log())
+        time.sleep(0.02)
+    return broker
