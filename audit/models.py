@@ -8,6 +8,7 @@ from django.db import models
 
 class AuditAction(models.TextChoices):
     DEVICE_REGISTERED = "device.registered", "Device registered"
+    DEVICE_PROVISIONING_FAILED = "device.failed", "Provisioning failed"
     DEVICE_REISSUED = "device.reissued", "Certificate re-issued"
     DEVICE_REVOKED = "device.revoked", "Device revoked"
     DEVICE_DELETED = "device.deleted", "Device deleted"

@@ -42,6 +42,11 @@ class BundleGone(ServiceError):
     status = 410
 
 
+class BundleNotReady(ServiceError):
+    code = "bundle_not_ready"
+    status = 409
+
+
 class BundleUnavailable(ServiceError):
     code = "bundle_missing"
     status = 503
@@ -75,17 +80,45 @@ class IssuedBundle:
         return download_url(self.token)
 
 
-def create_bundle(
-    device: Device, certificate: Certificate, private_key: PrivateKey | None, *, actor: User | None = None
-) -> IssuedBundle:
-    """Package the credentials and open a new link; older unused links of the device are withdrawn.
+@dataclass(frozen=True)
+class BundleSecrets:
+    """The bundle password and the link token: handed to the requester once, never stored."""
+
+    password: str
+    token: str
+
+    @classmethod
+    def new(cls) -> BundleSecrets:
+        return cls(password=new_bundle_password(), token=secrets.token_urlsafe(TOKEN_BYTES))
+
+
+def open_link(device: Device, token: str, *, actor: User | None = None) -> DownloadLink:
+    """A new link for the device; older unused links are withdrawn. Until `fill_link` gives it
+    a bundle (at once, or later on a worker) the link answers "not ready yet"."""
+    now = timezone.now()
+    DownloadLink.objects.filter(device=device, used_at__isnull=True, withdrawn_at__isnull=True).update(
+        withdrawn_at=now
+    )
+    return DownloadLink.objects.create(
+        device=device,
+        certificate=None,
+        token_digest=token_digest(token),
+        bundle_sha256="",
+        created_by=actor,
+        expires_at=now + dt.timedelta(minutes=settings.DOWNLOAD_EXPIRY_MINUTES),
+    )
+
+
+def fill_link(
+    link: DownloadLink, certificate: Certificate, private_key: PrivateKey | None, password: str
+) -> None:
+    """Package the credentials for the link and write them to disk.
 
     Call it last inside the workflow's transaction: the files are written after every row, so
     a failure before them leaves the files as they were, and a failure in writing them rolls
-    the rows back.
+    the rows back. The link's lifetime starts now, when it can first be used.
     """
-    password = new_bundle_password()
-    token = secrets.token_urlsafe(TOKEN_BYTES)
+    device = link.device
     certificate_pem = certificate.pem.encode()
     data = build_bundle(
         BundleContents(
@@ -102,23 +135,24 @@ def create_bundle(
         ),
         password,
     )
-    now = timezone.now()
-    DownloadLink.objects.filter(device=device, used_at__isnull=True, withdrawn_at__isnull=True).update(
-        withdrawn_at=now
-    )
-    link = DownloadLink.objects.create(
-        device=device,
-        certificate=certificate,
-        token_digest=token_digest(token),
-        bundle_sha256=hashlib.sha256(data).hexdigest(),
-        created_by=actor,
-        expires_at=now + dt.timedelta(minutes=settings.DOWNLOAD_EXPIRY_MINUTES),
-    )
+    link.certificate = certificate
+    link.bundle_sha256 = hashlib.sha256(data).hexdigest()
+    link.expires_at = timezone.now() + dt.timedelta(minutes=settings.DOWNLOAD_EXPIRY_MINUTES)
+    link.save(update_fields=["certificate", "bundle_sha256", "expires_at"])
     directory = device_directory(device.id)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_atomically(directory / "device.crt", certificate_pem, mode=0o644)
     write_atomically(directory / "creds.zip", data, mode=0o600)
-    return IssuedBundle(link=link, token=token, password=password)
+
+
+def create_bundle(
+    device: Device, certificate: Certificate, private_key: PrivateKey | None, *, actor: User | None = None
+) -> IssuedBundle:
+    """Package the credentials now and open a new link to them (see `fill_link`)."""
+    fresh = BundleSecrets.new()
+    link = open_link(device, fresh.token, actor=actor)
+    fill_link(link, certificate, private_key, fresh.password)
+    return IssuedBundle(link=link, token=fresh.token, password=fresh.password)
 
 
 def withdraw_links(device: Device) -> None:
@@ -176,7 +210,13 @@ def download_bundle(token: str, *, address: str | None = None, user_agent: str =
     if link.used_at is not None:
         _record(DownloadOutcome.REUSED, link, address, user_agent)
         raise _gone("link_used", f"This link was already used at {link.used_at:%Y-%m-%d %H:%M} UTC.")
-    if link.withdrawn_at is not None or link.certificate.status != "active":
+    if link.withdrawn_at is None and link.certificate is None:
+        _record(DownloadOutcome.NOT_READY, link, address, user_agent)
+        raise BundleNotReady(
+            "The device is still being provisioned and its bundle is not ready yet; "
+            "try this link again in a few seconds. It stays valid until it is used."
+        )
+    if link.withdrawn_at is not None or link.certificate is None or link.certificate.status != "active":
         _record(DownloadOutcome.WITHDRAWN, link, address, user_agent)
         raise _gone("link_withdrawn", "A newer bundle replaced this one; use the newest link.")
     if link.expires_at <= now:

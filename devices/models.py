@@ -55,6 +55,10 @@ class Device(models.Model):
     )
     metadata = models.JSONField(default=dict, blank=True)
     failure_reason = models.TextField(blank=True)
+    # What the provisioning task works from, kept so that a failed device can be retried:
+    # the key type the server generates, or the device's own CSR (public data).
+    requested_key_type = models.CharField(max_length=16, blank=True)
+    csr_pem = models.TextField(blank=True)
     # When the broker was known to enforce this device's revocation (reloaded, and confirmed
     # by the probe where one is configured). Null while revoked but not yet enforced.
     revocation_enforced_at = models.DateTimeField(null=True, blank=True)
@@ -113,10 +117,14 @@ class DownloadLink(models.Model):
     """
 
     device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="download_links")
-    certificate = models.ForeignKey("pki.Certificate", on_delete=models.PROTECT, related_name="+")
+    # Both empty while the device is being provisioned: the link is handed out with the 202
+    # answer and starts serving once a worker has built the bundle.
+    certificate = models.ForeignKey(
+        "pki.Certificate", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     token_digest = models.CharField(max_length=64, unique=True)
     # Ties the file on disk to this link: a replaced or altered creds.zip is never served for it.
-    bundle_sha256 = models.CharField(max_length=64)
+    bundle_sha256 = models.CharField(max_length=64, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -140,6 +148,7 @@ class DownloadOutcome(models.TextChoices):
     WITHDRAWN = "withdrawn", "Refused: replaced by a newer bundle"
     UNKNOWN = "unknown", "Refused: unknown link"
     MISSING = "missing", "Failed: bundle file missing"
+    NOT_READY = "not_ready", "Refused: still being provisioned"
 
 
 class DownloadAttempt(models.Model):

@@ -11,16 +11,29 @@ import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+import redis
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
+from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from audit.models import AuditAction
 from audit.services import record
 from broker.probe import SyncCanary, issue_sync_canary, probe_configured
-from broker.services import BrokerSyncError, enforce_now, grants_on_register
-from devices.delivery import IssuedBundle, create_bundle, remove_device_files, withdraw_links
+from broker.services import BrokerSyncError, enforce_now, grants_on_register, sync_broker
+from devices.delivery import (
+    BundleSecrets,
+    IssuedBundle,
+    create_bundle,
+    fill_link,
+    open_link,
+    remove_device_files,
+    withdraw_links,
+)
 from devices.errors import (
     DeviceAlreadyRevoked,
     DeviceNotFound,
@@ -28,8 +41,10 @@ from devices.errors import (
     InvalidDeviceState,
     NewCSRRequired,
 )
-from devices.models import Device, DeviceStatus
+from devices.models import Device, DeviceStatus, DownloadLink
+from onboarding.errors import ServiceError
 from onboarding.locks import exclusive_lock
+from onboarding.sealing import seal, unseal
 from pki.models import Certificate, CertificateStatus
 from pki.profiles import KeyType, ParsedCSR, PrivateKey, RevocationReason, parse_csr
 from pki.services import IssuedCertificate, issue_certificate, revoke_certificates
@@ -50,7 +65,8 @@ class RegistrationRequest:
 @dataclass(frozen=True)
 class Registration:
     device: Device
-    issued: IssuedCertificate
+    #: None while a worker is still provisioning the device.
+    issued: IssuedCertificate | None
     bundle: IssuedBundle
 
 
@@ -87,37 +103,32 @@ def get_device(device_id: str | uuid.UUID) -> Device:
         raise DeviceNotFound(f"No device has the id {key}.") from None
 
 
+def tasks_run_in_process() -> bool:
+    """True without a task queue (development, `make run`): everything happens in the request."""
+    return bool(settings.CELERY_TASK_ALWAYS_EAGER)
+
+
 def register_device(
     request: RegistrationRequest, *, actor: Actor = None, address: str | None = None
 ) -> Registration:
-    """Create the device, its certificate and its broker rights, or nothing at all."""
+    """Register a device, all or nothing.
+
+    Without a task queue the device comes back active, certificate and bundle made. With
+    workers it comes back pending: the request is checked and recorded here, and a worker
+    signs, packages and grants (`provision_device`); the bundle password and link are
+    returned at once all the same, and the link serves the bundle once it is built.
+    """
     if request.hardware_id:
         _refuse_taken_hardware_id(request.hardware_id)
+    if not tasks_run_in_process():
+        return _register_later(request, actor=actor, address=address)
     key = _prepare_key(request.csr_pem, request.key_type)
     device_id = None
     try:
         with transaction.atomic():
-            device = Device.objects.create(
-                name=request.name,
-                hardware_id=request.hardware_id or None,
-                metadata=request.metadata,
-                created_by=_user_or_none(actor),
-                status=DeviceStatus.PENDING,
-            )
+            device = _new_device(request, actor)
             device_id = device.id
-            issued = issue_certificate(
-                str(device.id),
-                key_type=request.key_type,
-                csr=key.csr,
-                private_key=key.private_key,
-                device_id=device.id,
-            )
-            _activate(device)
-            bundle = create_bundle(device, issued.record, issued.private_key, actor=_user_or_none(actor))
-            record(
-                AuditAction.DEVICE_REGISTERED, actor=actor, address=address, device_id=device.id,
-                serial=issued.record.serial, key_type=issued.record.key_type,
-            )  # fmt: skip
+            issued = _sign_and_package(device, key, BundleSecrets.new(), None, actor=actor, address=address)
     except IntegrityError:
         _forget_files(device_id)
         # Two registrations raced for the same hardware id; the database let one win.
@@ -129,7 +140,180 @@ def register_device(
         raise
     if grants_on_register():
         _tell_broker()  # a broker with a client per device must learn of the new one
-    return Registration(device=get_device(device.id), issued=issued, bundle=bundle)
+    return Registration(device=get_device(device.id), issued=issued.certificate, bundle=issued.bundle)
+
+
+def _new_device(request: RegistrationRequest, actor: Actor) -> Device:
+    return Device.objects.create(
+        name=request.name,
+        hardware_id=request.hardware_id or None,
+        metadata=request.metadata,
+        created_by=_user_or_none(actor),
+        status=DeviceStatus.PENDING,
+        requested_key_type="" if request.csr_pem else request.key_type.value,
+        csr_pem=request.csr_pem or "",
+    )
+
+
+@dataclass(frozen=True)
+class _Signed:
+    certificate: IssuedCertificate
+    bundle: IssuedBundle
+
+
+def _sign_and_package(
+    device: Device,
+    key: _KeyMaterial,
+    bundle_secrets: BundleSecrets,
+    link: DownloadLink | None,
+    *,
+    actor: Actor,
+    address: str | None,
+) -> _Signed:
+    """Inside the caller's transaction: certificate, activation, bundle, audit record."""
+    issued = issue_certificate(
+        str(device.id),
+        key_type=KeyType(device.requested_key_type or KeyType.RSA2048),
+        csr=key.csr,
+        private_key=key.private_key,
+        device_id=device.id,
+    )
+    _activate(device)
+    if link is None:
+        link = open_link(device, bundle_secrets.token, actor=_user_or_none(actor))
+    fill_link(link, issued.record, issued.private_key, bundle_secrets.password)
+    record(
+        AuditAction.DEVICE_REGISTERED, actor=actor, address=address, device_id=device.id,
+        serial=issued.record.serial, key_type=issued.record.key_type,
+    )  # fmt: skip
+    bundle = IssuedBundle(link=link, token=bundle_secrets.token, password=bundle_secrets.password)
+    return _Signed(certificate=issued, bundle=bundle)
+
+
+# --- Provisioning on workers -------------------------------------------------------------
+
+SEAL_PURPOSE = "bundle-password"
+
+
+class TaskQueueUnavailable(ServiceError):
+    code = "task_queue_unavailable"
+    status = 503
+
+
+def _register_later(request: RegistrationRequest, *, actor: Actor, address: str | None) -> Registration:
+    if request.csr_pem:
+        parse_csr(request.csr_pem)  # a bad CSR is the caller's error, told now, not a failed device
+    bundle_secrets = BundleSecrets.new()
+    try:
+        with transaction.atomic():
+            device = _new_device(request, actor)
+            link = open_link(device, bundle_secrets.token, actor=_user_or_none(actor))
+            transaction.on_commit(partial(_enqueue_provisioning, device, link, bundle_secrets, address))
+    except IntegrityError:
+        if request.hardware_id:
+            _refuse_taken_hardware_id(request.hardware_id)
+        raise
+    bundle = IssuedBundle(link=link, token=bundle_secrets.token, password=bundle_secrets.password)
+    return Registration(device=get_device(device.id), issued=None, bundle=bundle)
+
+
+def _enqueue_provisioning(
+    device: Device, link: DownloadLink, bundle_secrets: BundleSecrets, address: str | None
+) -> None:
+    """Hand the device to a worker (after commit, so the worker finds it). The message holds
+    ids and the password sealed under SECRET_KEY, nothing readable. A queue that cannot be
+    reached undoes the registration: the caller is told, and nothing is left behind."""
+    from devices.tasks import provision_device_task  # the tasks module imports this one
+
+    sealed = seal(SEAL_PURPOSE, str(link.pk), {"password": bundle_secrets.password, "address": address})
+    try:
+        provision_device_task.apply_async(args=[str(device.id), link.pk, sealed])
+    except (KombuOperationalError, OSError) as exc:
+        logger.error("task queue unreachable, registration of %s undone: %s", device.id, exc)
+        Device.objects.filter(pk=device.pk, status=DeviceStatus.PENDING).delete()
+        remove_device_files(device.id)
+        raise TaskQueueUnavailable(
+            "The task queue cannot be reached, so the device was not registered and nothing was "
+            "kept. Try again shortly; /health shows the state of the task queue."
+        ) from None
+
+
+#: Failures worth another attempt: the database or the disk may be back in a moment.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (DatabaseError, OSError)
+
+
+def provision_device(device_id: str, link_id: int, sealed: str) -> str:
+    """The worker's half of registration; safe to run twice for one device.
+
+    A retried or duplicated message finds the device no longer pending (checked again under
+    `select_for_update`) and signs nothing. Errors the operator must fix (no CA, a certificate
+    that fails lint, a broken seal) mark the device failed with the reason; transient errors
+    (database, disk) propagate for the task to retry.
+    """
+    device = Device.objects.filter(pk=device_id).first()
+    if device is None or device.status != DeviceStatus.PENDING:
+        return device.status if device else "missing"
+    try:
+        opened = unseal(SEAL_PURPOSE, str(link_id), sealed)
+        key = _prepare_key(device.csr_pem or None, KeyType(device.requested_key_type or KeyType.RSA2048))
+        with transaction.atomic():
+            locked = Device.objects.select_for_update().get(pk=device.pk)
+            if locked.status != DeviceStatus.PENDING:
+                return str(locked.status)
+            link = DownloadLink.objects.select_related("device").get(pk=link_id, device=locked)
+            _sign_and_package(
+                locked,
+                key,
+                BundleSecrets(password=opened["password"], token=""),
+                link,
+                actor=locked.created_by,
+                address=opened.get("address"),
+            )
+    except TRANSIENT_ERRORS:
+        _forget_files(device.id)
+        raise
+    except ServiceError as exc:
+        _forget_files(device.id)
+        mark_provisioning_failed(device.id, exc.message)
+        return DeviceStatus.FAILED.value
+    if grants_on_register():
+        _tell_broker()
+    return DeviceStatus.ACTIVE.value
+
+
+def mark_provisioning_failed(device_id: str | uuid.UUID, reason: str) -> None:
+    """A pending device that could not be provisioned: failed, with a reason an operator can
+    act on, and its link withdrawn. `retry_provisioning` tries again."""
+    with transaction.atomic():
+        device = Device.objects.select_for_update().filter(pk=device_id).first()
+        if device is None or device.status != DeviceStatus.PENDING:
+            return
+        device.status = DeviceStatus.FAILED
+        device.failure_reason = reason
+        device.save(update_fields=["status", "failure_reason", "updated_at"])
+        withdraw_links(device)
+        record(AuditAction.DEVICE_PROVISIONING_FAILED, device_id=device.id, reason=reason)
+    logger.warning("provisioning of %s failed: %s", device_id, reason)
+
+
+def retry_provisioning(device: Device, *, actor: Actor = None, address: str | None = None) -> Registration:
+    """Try a failed device again, with a new bundle password and link (the old ones are void)."""
+    bundle_secrets = BundleSecrets.new()
+    with transaction.atomic():
+        locked = Device.objects.select_for_update().get(pk=device.pk)
+        if locked.status != DeviceStatus.FAILED:
+            raise InvalidDeviceState(
+                f"Device {locked.id} is {locked.status}; only failed devices can be retried.",
+                device_id=str(locked.id),
+            )
+        locked.status = DeviceStatus.PENDING
+        locked.failure_reason = ""
+        locked.save(update_fields=["status", "failure_reason", "updated_at"])
+        link = open_link(locked, bundle_secrets.token, actor=_user_or_none(actor))
+        transaction.on_commit(partial(_enqueue_provisioning, locked, link, bundle_secrets, address))
+    refreshed = get_device(device.id)
+    bundle = IssuedBundle(link=link, token=bundle_secrets.token, password=bundle_secrets.password)
+    return Registration(device=refreshed, issued=None, bundle=bundle)
 
 
 def _forget_files(device_id: uuid.UUID | None) -> None:
@@ -170,7 +354,7 @@ def revoke_device(
         if locked.status == DeviceStatus.REVOKED:
             raise DeviceAlreadyRevoked(f"Device {locked.id} is already revoked.", device_id=str(locked.id))
         # Revoked on the same CRL as the device, to learn when the broker enforces it.
-        canary = issue_sync_canary() if probe_configured() else None
+        canary = issue_sync_canary() if probe_configured() and tasks_run_in_process() else None
         withdraw_links(locked)
         _revoke_valid_certificates(locked, reason, also=[canary.record] if canary else [])
         locked.status = DeviceStatus.REVOKED
@@ -185,14 +369,67 @@ def revoke_device(
 
 
 def _tell_broker(canary: SyncCanary | None = None) -> dt.datetime | None:
-    """Push the new CRL and rights to the broker. The revocation already stands in the database
+    """Push the new CRL and rights to the broker. The change already stands in the database
     and the CA's CRL; a broker that cannot be reached now is brought in step by the next sync
-    (`broker_sync`, the scheduler), and /health reports the drift meanwhile."""
+    (`broker_sync`, the scheduler), and /health reports the drift meanwhile.
+
+    With workers, the push is one debounced task for a burst of changes (`request_broker_sync`).
+    """
+    if not tasks_run_in_process():
+        if request_broker_sync():
+            return None
+        logger.warning("task queue unreachable: pushing to the broker from this process")
     try:
         return enforce_now(canary)
     except BrokerSyncError as exc:
         logger.error("broker not updated: %s", exc.message)
         return None
+
+
+SYNC_PENDING_KEY = "onboarding:broker-sync-pending"
+
+
+def request_broker_sync() -> bool:
+    """Ask a worker to sync the broker, once for a burst of changes. False if the queue is down.
+
+    The first change of a burst sets a marker in Redis and enqueues one sync a moment later;
+    changes that find the marker set add nothing, since that sync has not read the database
+    yet. The task clears the marker before it reads, so a change arriving during a sync
+    queues one more: the last state always reaches the broker.
+    """
+    from devices.tasks import sync_broker_task  # the tasks module imports this one
+
+    try:
+        queue = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=2, socket_timeout=2)
+        if queue.set(SYNC_PENDING_KEY, "1", nx=True, ex=settings.BROKER_SYNC_MARKER_SECONDS):
+            sync_broker_task.apply_async(
+                kwargs={"prove": True}, countdown=settings.BROKER_SYNC_DEBOUNCE_SECONDS
+            )
+    except (redis.RedisError, KombuOperationalError, OSError) as exc:
+        logger.error("could not queue a broker sync: %s", exc)
+        return False
+    return True
+
+
+def sync_broker_debounced(*, prove: bool) -> str:
+    """The worker's side of `request_broker_sync`: clear the marker, then sync from the database.
+
+    With `prove` and a probe configured, a canary certificate is revoked on a new CRL first;
+    once the broker refuses it, every device revoked before that CRL is stamped as enforced.
+    """
+    if settings.CELERY_BROKER_URL:
+        redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(SYNC_PENDING_KEY)
+    if not (prove and probe_configured()):
+        return sync_broker().acl_sha256
+    cutoff = timezone.now()  # revocations committed before this are on the canary's CRL
+    canary = issue_sync_canary()
+    revoke_certificates([canary.record], RevocationReason.UNSPECIFIED)
+    enforced_at = enforce_now(canary)
+    if enforced_at is not None:
+        Device.objects.filter(
+            status=DeviceStatus.REVOKED, revocation_enforced_at__isnull=True, updated_at__lt=cutoff
+        ).update(revocation_enforced_at=enforced_at)
+    return "enforced" if enforced_at else "synced"
 
 
 def _revoke_valid_certificates(

@@ -1,14 +1,35 @@
 """Celery tasks: thin wrappers around the services. The periodic ones are scheduled by beat
-(CELERY_BEAT_SCHEDULE); without CELERY_BROKER_URL they run in-process when called."""
+(CELERY_BEAT_SCHEDULE); without CELERY_BROKER_URL every task runs in-process when called."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 
-from broker.services import refresh_crl, sync_broker
+from broker.services import refresh_crl
+from devices import services
 from devices.alerts import send_expiry_alerts
 from devices.delivery import discard_expired_bundles
 from pki.services import mark_expired_certificates
+
+PROVISION_ATTEMPTS = 6  # transient failures: 1, 2, 4, 8, 16 s apart, then the device is failed
+
+
+@shared_task(  # type: ignore[untyped-decorator]  # celery is untyped
+    name="onboarding.provision_device", bind=True, max_retries=PROVISION_ATTEMPTS - 1
+)
+def provision_device_task(task: Any, device_id: str, link_id: int, sealed: str) -> str:
+    """Sign, package and grant a pending device. The arguments are ids and a sealed password."""
+    try:
+        return services.provision_device(device_id, link_id, sealed)
+    except services.TRANSIENT_ERRORS as exc:
+        if task.request.retries >= task.max_retries:
+            services.mark_provisioning_failed(
+                device_id, f"Provisioning failed {PROVISION_ATTEMPTS} times ({exc}); retry once it is fixed."
+            )
+            return "failed"
+        raise task.retry(exc=exc, countdown=2**task.request.retries) from exc
 
 
 @shared_task(name="onboarding.refresh_crl")  # type: ignore[untyped-decorator]  # celery is untyped
@@ -18,9 +39,10 @@ def refresh_crl_task(force: bool = False) -> int | None:
 
 
 @shared_task(name="onboarding.sync_broker")  # type: ignore[untyped-decorator]  # celery is untyped
-def sync_broker_task() -> str:
-    """Bring the broker back in step with the database (catches drift and missed reloads)."""
-    return sync_broker().acl_sha256
+def sync_broker_task(prove: bool = False) -> str:
+    """Bring the broker in step with the database: after a burst of changes (debounced, with
+    proof of enforcement) and hourly (catches drift and missed reloads)."""
+    return services.sync_broker_debounced(prove=prove)
 
 
 @shared_task(name="onboarding.cleanup_bundles")  # type: ignore[untyped-decorator]  # celery is untyped

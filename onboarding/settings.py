@@ -281,8 +281,28 @@ CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# A task is acknowledged when it has finished, and a worker killed mid-task hands it back:
+# provisioning is idempotent (a status guard), so a second run signs nothing twice.
 CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A message taken by a worker that died is delivered again once it is this many seconds old,
+# at the next sweep of the workers (every CELERY_UNACKED_SWEEP_SECONDS). A task still running
+# then runs twice; provisioning's status guard makes the second run sign nothing.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300),
+    "unacked_restore_interval": env.int("CELERY_UNACKED_SWEEP_SECONDS", default=10),
+    "unacked_restore_throttle": 1,
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+}
+# A web request that cannot reach Redis fails within about a second (503), not after minutes.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+# Broker changes from workers are pushed once per burst: the first change schedules a sync
+# this many seconds later, and changes until it starts ride along (devices.services).
+BROKER_SYNC_DEBOUNCE_SECONDS: float = env.float("BROKER_SYNC_DEBOUNCE_SECONDS", default=0.2)
+BROKER_SYNC_MARKER_SECONDS = 60
 CELERY_RESULT_BACKEND: str = env.str("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL)
 # Periodic jobs (celery beat). The CRL job checks every 15 minutes and re-signs at half the
 # CRL's validity, so a CRL never reaches nextUpdate even when nothing is revoked.

@@ -35,7 +35,7 @@ STEPS = {
     "certificate row": (Certificate.objects, "create"),
     "issuance": (device_services, "issue_certificate"),
     "activation": (device_services, "_activate"),
-    "bundle": (device_services, "create_bundle"),
+    "bundle": (device_services, "fill_link"),
     "bundle files": (delivery, "write_atomically"),
 }
 

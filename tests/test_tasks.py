@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +16,7 @@ from pki import services
 from pki.keystore import CertificateAuthority, forget_loaded_ca
 from pki.models import Certificate, CertificateStatus
 from pki.profiles import KeyType
-
-ROOT = Path(__file__).resolve().parent.parent
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+from tests.workers import REDIS_URL, celery_worker
 
 
 def crl_number(path: Path) -> int:
@@ -83,45 +77,13 @@ def test_a_real_worker_runs_the_crl_job_through_redis(
     forget_loaded_ca()
     crl_path = session_ca_root / "crl.pem"
     before = crl_number(crl_path)
-    database = django_settings.DATABASES["default"]["NAME"]
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "onboarding.settings",
-        "CA_ROOT_PATH": str(session_ca_root),
-        "DATABASE_URL": f"sqlite:///{database}",
-        "CELERY_BROKER_URL": REDIS_URL,
-        "BROKER_ACL_FILE": str(tmp_path / "mosquitto.acl"),
-        "BROKER_CRL_FILE": str(tmp_path / "mosquitto-crl.pem"),
-        "BROKER_PROBE_DIR": str(tmp_path / "probe"),
-    }
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "onboarding",
-            "worker",
-            "--pool",
-            "solo",
-            "-l",
-            "warning",
-            "-n",
-            f"test-{os.getpid()}@%h",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    # A client of its own, as a web process with CELERY_BROKER_URL set would be.
-    sender = Celery("test-sender", broker=REDIS_URL, backend=REDIS_URL)
-    try:
+    settings.BROKER_ACL_FILE = tmp_path / "mosquitto.acl"
+    settings.BROKER_CRL_FILE = tmp_path / "mosquitto-crl.pem"
+    settings.BROKER_PROBE_DIR = tmp_path / "probe"
+    with celery_worker():
+        # A client of its own, as a web process with CELERY_BROKER_URL set would be.
+        sender = Celery("test-sender", broker=REDIS_URL, backend=REDIS_URL)
         number = sender.send_task("onboarding.refresh_crl", kwargs={"force": True}).get(timeout=60)
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
     assert number == before + 1
     assert crl_number(crl_path) == before + 1  # signed by the worker process, on disk
     forget_loaded_ca()

@@ -131,9 +131,15 @@ class BundleSerializer(serializers.Serializer[Any]):
 class RegistrationSerializer(DeviceSerializer):
     """The answer to a registration or re-issue: the device, its certificate, and its bundle."""
 
-    certificate_pem = serializers.CharField(read_only=True)
+    certificate_pem = serializers.CharField(
+        read_only=True, allow_null=True, help_text="null while a worker is provisioning the device (202)"
+    )
     ca_certificate_pem = serializers.CharField(read_only=True)
-    download_url = serializers.URLField(read_only=True, help_text="one-time link to the encrypted ZIP")
+    download_url = serializers.URLField(
+        read_only=True,
+        help_text="one-time link to the encrypted ZIP; while the device is pending it answers 409 "
+        "bundle_not_ready and stays valid",
+    )
     download_expires_at = serializers.DateTimeField(read_only=True)
     bundle_password = serializers.CharField(read_only=True, help_text="opens the ZIP; shown this once")
 

@@ -12,6 +12,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 
 from accounts import roles
 from accounts.permissions import ActionPermission
@@ -44,12 +45,23 @@ def _bundle(bundle: IssuedBundle) -> dict[str, Any]:
 def _credentials(registration: services.Registration) -> dict[str, Any]:
     """The device, its certificate and its new bundle: the one answer that carries the password."""
     data = dict(DeviceSerializer(registration.device).data)
-    data["certificate_pem"] = registration.issued.certificate.public_bytes(
-        serialization.Encoding.PEM
-    ).decode()
+    issued = registration.issued
+    data["certificate_pem"] = (
+        issued.certificate.public_bytes(serialization.Encoding.PEM).decode() if issued else None
+    )
     data["ca_certificate_pem"] = get_ca().certificate_pem.decode()
     data.update(_bundle(registration.bundle))
     return data
+
+
+def _accepted_or_created(registration: services.Registration) -> Response:
+    """201 with the certificate when it was made in this request; 202 while a worker makes it,
+    with Location naming where to follow the device from pending to active (or failed)."""
+    if registration.issued is not None:
+        return Response(_credentials(registration), status=status.HTTP_201_CREATED)
+    response = Response(_credentials(registration), status=status.HTTP_202_ACCEPTED)
+    response["Location"] = reverse("v1:device-detail", kwargs={"pk": registration.device.pk})
+    return response
 
 
 ORDERING_FIELDS = ["created_at", "updated_at", "name", "status"]
@@ -80,6 +92,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
         "reissue": roles.REISSUE,
         "bundle": roles.REISSUE,
         "destroy": roles.REVOKE,
+        "retry": roles.REGISTER,
     }
     filter_backends = [DjangoFilterBackend, StrictOrderingFilter]
     filterset_class = DeviceFilter
@@ -121,6 +134,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
         parameters=[IDEMPOTENCY_HEADER],
         responses={
             201: RegistrationSerializer,
+            202: RegistrationSerializer,
             **error_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
         },
     )
@@ -140,7 +154,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
                 actor=request.user,
                 address=client_address(request),
             )
-            return Response(_credentials(registration), status=status.HTTP_201_CREATED)
+            return _accepted_or_created(registration)
 
         return idempotency.run_once(request, register)
 
@@ -195,6 +209,20 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
             self.get_object(), actor=request.user, address=client_address(request)
         )
         return Response(_bundle(bundle), status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Provision a failed device again",
+        description="For a device whose provisioning failed (see its failure_reason): a new bundle "
+        "password and link, and a new attempt. The earlier link stays void.",
+        request=None,
+        responses={202: RegistrationSerializer, **error_responses(401, 403, 404, 409, 503)},
+    )
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str) -> Response:
+        registration = services.retry_provisioning(
+            self.get_object(), actor=request.user, address=client_address(request)
+        )
+        return _accepted_or_created(registration)
 
     @extend_schema(
         summary="Delete a device (a valid certificate is revoked, not lost)",
