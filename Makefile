@@ -6,7 +6,7 @@ PORT ?= 8000
 # make run is development: generated secrets in DATA_DIR, SQLite, tasks in-process.
 RUN_ENV := DEBUG=true
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-postgres lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,11 +28,17 @@ run: $(VENV)/.runtime-installed
 	$(RUN_ENV) $(BIN)/python manage.py init_ca
 	@echo "First staff user (in another terminal):"
 	@echo "  DEBUG=true $(BIN)/python manage.py createsuperuser"
-	@echo "  DEBUG=true $(BIN)/python manage.py enroll_totp USERNAME   # TOTP for the admin login"
+	@echo "then sign in at http://127.0.0.1:$(PORT)/portal/login/ : the first sign-in sets up the"
+	@echo "TOTP authenticator (QR code) and shows one-time backup codes; the admin is at /admin/."
 	$(RUN_ENV) $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The same suite on PostgreSQL; the run creates and drops the database test_<name in the URL>.
+POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/onboarding
+test-postgres: $(VENV)/.dev-installed
+	DATABASE_URL=$(POSTGRES_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Lint and type-check with throw-away secrets (mypy's Django plugin imports the settings).
 LINT_ENV := SECRET_KEY=lint-only CA_KEY_PASSPHRASE=lint-only DATA_DIR=$(CURDIR)/var/lint
@@ -42,11 +48,16 @@ lint: $(VENV)/.dev-installed
 	$(LINT_ENV) $(BIN)/mypy .
 
 # Benchmarks print figures against raw limits measured in the same run; results in bench/results/.
+# bench_http and bench_bulk serve the portal with gunicorn; bench_http uses wrk when installed
+# (apt-get install wrk), else a slower Python load loop. BULK_DEVICES=500 for a quick run.
+BULK_DEVICES ?= 10000
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.bench_registration
 	$(BIN)/python -m bench.bench_crl
 	$(BIN)/python -m bench.bench_acl
 	$(BIN)/python -m bench.bench_enforcement
+	$(BIN)/python -m bench.bench_http
+	$(BIN)/python -m bench.bench_bulk --devices $(BULK_DEVICES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,9 @@ class AuditAction(models.TextChoices):
     BUNDLE_DOWNLOADED = "bundle.downloaded", "Credential bundle downloaded"
     LOGIN_SUCCEEDED = "login.succeeded", "Sign-in"
     LOGIN_FAILED = "login.failed", "Failed sign-in"
+    LOGIN_OTP_FAILED = "login.otp_failed", "Failed second factor"
+    OTP_ENROLLED = "otp.enrolled", "Authenticator enrolled"
+    LOGGED_OUT = "logout", "Sign-out"
 
 
 class AuditEventQuerySet(models.QuerySet["AuditEvent"]):

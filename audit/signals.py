@@ -1,24 +1,32 @@
-"""Sign-ins, successful or not, go into the audit trail."""
+"""Sign-ins, successful or not, and sign-outs go into the audit trail."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.signals import user_logged_in, user_login_failed
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.dispatch import receiver
 from django.http import HttpRequest
+from django_otp.forms import otp_verification_failed
 
 from audit.models import AuditAction
 from audit.services import record
+from onboarding.addresses import client_address
 
 
 def _address(request: HttpRequest | None) -> str | None:
-    return request.META.get("REMOTE_ADDR") if request is not None else None
+    return client_address(request) if request is not None else None
 
 
 @receiver(user_logged_in)
 def on_login(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
     record(AuditAction.LOGIN_SUCCEEDED, actor=user, address=_address(request))
+
+
+@receiver(user_logged_out)
+def on_logout(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
+    if user is not None:
+        record(AuditAction.LOGGED_OUT, actor=user, address=_address(request))
 
 
 @receiver(user_login_failed)
@@ -27,3 +35,10 @@ def on_login_failed(
 ) -> None:
     # The attempted user name only; never the password.
     record(AuditAction.LOGIN_FAILED, address=_address(request), username=credentials.get("username", ""))
+
+
+@receiver(otp_verification_failed)
+def on_admin_otp_failed(sender: Any, user: Any, **kwargs: Any) -> None:
+    """A right password with a wrong second factor on the admin's sign-in form (django-otp's
+    form sends no request, so no address); the portal records its own, with the address."""
+    record(AuditAction.LOGIN_OTP_FAILED, actor=user, form="admin")

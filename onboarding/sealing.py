@@ -32,26 +32,41 @@ class SealBroken(ServiceError):
     status = 500
 
 
-def _cipher(purpose: str) -> AESGCM:
-    key = HKDF(
+class Unreadable(Exception):
+    """Wrong key, altered ciphertext, or the two halves do not belong together."""
+
+
+def encrypt(key: bytes, plain: bytes, bound_to: str) -> bytes:
+    """AES-256-GCM: a random nonce, then the ciphertext; `bound_to` is the associated data."""
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plain, bound_to.encode())
+
+
+def decrypt(key: bytes, blob: bytes, bound_to: str) -> bytes:
+    try:
+        return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], bound_to.encode())
+    except (InvalidTag, ValueError) as exc:
+        raise Unreadable(str(exc) or "the ciphertext does not open with this key") from None
+
+
+def _derived_key(purpose: str) -> bytes:
+    return HKDF(
         algorithm=hashes.SHA256(), length=32, salt=b"onboarding-sealing", info=purpose.encode()
     ).derive(settings.SECRET_KEY.encode())
-    return AESGCM(key)
 
 
 def seal(purpose: str, bound_to: str, value: dict[str, Any]) -> str:
     """The value as a printable token only holders of SECRET_KEY can open."""
-    nonce = os.urandom(NONCE_BYTES)
     plain = json.dumps(value, separators=(",", ":")).encode()
-    sealed = nonce + _cipher(purpose).encrypt(nonce, plain, VERSION + bound_to.encode())
+    sealed = encrypt(_derived_key(purpose), plain, VERSION.decode() + bound_to)
     return base64.urlsafe_b64encode(sealed).decode()
 
 
 def unseal(purpose: str, bound_to: str, token: str) -> dict[str, Any]:
     try:
         blob = base64.urlsafe_b64decode(token.encode())
-        plain = _cipher(purpose).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], VERSION + bound_to.encode())
-    except (InvalidTag, ValueError):
+        plain = decrypt(_derived_key(purpose), blob, VERSION.decode() + bound_to)
+    except (Unreadable, ValueError):
         # A different SECRET_KEY on the worker is the usual cause.
         raise SealBroken(
             f"A sealed {purpose} value could not be opened: the web and worker processes must share "

@@ -8,6 +8,7 @@ anywhere else a missing secret stops start-up with one sentence saying what to s
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -71,7 +72,20 @@ def secret(name: str, generated_filename: str) -> str:
 
 
 SECRET_KEY = secret("SECRET_KEY", "secret_key")
-CA_KEY_PASSPHRASE = secret("CA_KEY_PASSPHRASE", "ca_passphrase")
+# A process that never touches the CA key (celery beat) runs without its passphrase when told
+# so: CA_KEY_PASSPHRASE_REQUIRED=false. The key store then refuses to load or create a CA.
+CA_KEY_PASSPHRASE = (
+    secret("CA_KEY_PASSPHRASE", "ca_passphrase")
+    if env.bool("CA_KEY_PASSPHRASE_REQUIRED", default=True)
+    else ""
+)
+
+
+def optional_secret(name: str) -> str:
+    """A secret from NAME or the file named by NAME_FILE; empty when neither is set."""
+    file_path = env.str(f"{name}_FILE", default="")
+    return str(env.str(name, default="")) or (_read_secret_file(file_path, name) if file_path else "")
+
 
 ALLOWED_HOSTS: list[str] = env.list(
     "ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"] if DEVELOPMENT else []
@@ -88,27 +102,42 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
     "axes",
+    # Model-change history (who changed which field of a device, rule or user, and when).
+    "auditlog",
     "rest_framework",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    # Request, response and latency metrics for /metrics (onboarding.metrics adds the product's).
+    "django_prometheus",
     "accounts",
     "audit",
     "pki",
     "broker",
     "devices",
+    "portal",
 ]
 
 MIDDLEWARE = [
+    # First and (but for axes) last: every request is counted and timed for /metrics.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files straight from gunicorn (the admin's and the portal's), compressed and cached.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Ends signed-in sessions after SESSION_IDLE_TIMEOUT_SECONDS idle or
+    # SESSION_ABSOLUTE_TIMEOUT_SECONDS in all; before OTP, so a timed-out user is anonymous.
+    "portal.middleware.SessionTimeoutMiddleware",
     # Marks request.user as verified once a second factor (TOTP or backup code) was given.
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Model-change history learns the actor and the (trusted-proxy) client address.
+    "portal.middleware.AuditlogActorMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last, as django-axes asks: turns a locked-out sign-in into a refusal.
     "axes.middleware.AxesMiddleware",
 ]
@@ -146,6 +175,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
     )
+# PostgreSQL (psycopg 3): the password may come from a file (a Docker secret) instead of the URL.
+if env.str("DATABASE_PASSWORD_FILE", default=""):
+    DATABASES["default"]["PASSWORD"] = _read_secret_file(
+        env.str("DATABASE_PASSWORD_FILE"), "DATABASE_PASSWORD"
+    )
 # The database the test suite creates; unset: Django's default (in-memory for SQLite).
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=None)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -164,7 +198,17 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(DATA_DIR / "staticfiles"))).resolve()
+# The image collects static files at build time with hashed names (STATIC_MANIFEST=true, long
+# cache lifetimes); without a manifest (development, tests) WhiteNoise serves the plain names.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if env.bool("STATIC_MANIFEST", default=False)
+        else "whitenoise.storage.CompressedStaticFilesStorage"
+    },
+}
 
 # --- Transport security: Django's own settings, on by default outside development. ---
 SECURE_SSL_REDIRECT: bool = env.bool("SECURE_SSL_REDIRECT", default=not DEVELOPMENT)
@@ -174,6 +218,24 @@ SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# HSTS outside development: a year, subdomains included, preload-ready (`check --deploy` asks
+# for all three). Sent only on HTTPS answers; turn each down while first trying TLS.
+SECURE_HSTS_SECONDS: int = env.int("SECURE_HSTS_SECONDS", default=0 if DEVELOPMENT else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS: bool = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEVELOPMENT)
+SECURE_HSTS_PRELOAD: bool = env.bool("SECURE_HSTS_PRELOAD", default=not DEVELOPMENT)
+# Behind a TLS-terminating proxy: the header and value it sets on HTTPS requests, e.g.
+# `SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO,https`. Set it only when that proxy also
+# strips the header from what clients send, or anyone could claim HTTPS.
+_proxy_ssl_header: list[str] = env.list("SECURE_PROXY_SSL_HEADER", default=[])
+if _proxy_ssl_header:
+    if len(_proxy_ssl_header) != 2 or not _proxy_ssl_header[0].startswith("HTTP_"):
+        raise ImproperlyConfigured(
+            "SECURE_PROXY_SSL_HEADER must be HEADER,VALUE with the header as Django names it, "
+            "e.g. HTTP_X_FORWARDED_PROTO,https."
+        )
+    SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header[0], _proxy_ssl_header[1])
+# Health checks and metric scrapes from inside the deployment speak plain HTTP to gunicorn.
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^api/v1/health$", r"^metrics$"]
 
 # --- Certificate authority ---
 CA_ROOT_PATH = Path(env.str("CA_ROOT_PATH", default=str(DATA_DIR / "certs"))).resolve()
@@ -201,6 +263,11 @@ PORTAL_URL: str = env.str("PORTAL_URL", default="http://127.0.0.1:8000").rstrip(
 # Written into every device certificate's CRL distribution point. RFC 5280 4.2.1.13: an HTTP
 # URI there MUST name a DER CRL, which /ca.crl serves; /crl.pem serves the same CRL as PEM.
 CRL_URL: str = env.str("CRL_URL", default=f"{PORTAL_URL}/ca.crl")
+# Origins whose unsafe requests (sign-in, portal forms) pass the CSRF check besides the
+# request's own host: the public HTTPS address when a proxy in front changes host or scheme.
+CSRF_TRUSTED_ORIGINS: list[str] = env.list(
+    "CSRF_TRUSTED_ORIGINS", default=[PORTAL_URL] if PORTAL_URL.startswith("https://") else []
+)
 # Lock files for writers that must serialise across processes (CRL, ACL) on SQLite.
 LOCK_DIR = DATA_DIR / "locks"
 
@@ -236,6 +303,19 @@ AXES_COOLOFF_TIME = datetime.timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", 
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "onboarding.addresses.client_address"
+
+# --- Operator portal sessions (portal/) ---
+LOGIN_URL = "portal:login"
+LOGIN_REDIRECT_URL = "portal:dashboard"
+# A signed-in session ends after this long without a request, and this long after sign-in
+# whatever happens; both send the user back through password and second factor.
+SESSION_IDLE_TIMEOUT_SECONDS: int = env.int("SESSION_IDLE_TIMEOUT_SECONDS", default=15 * 60)
+SESSION_ABSOLUTE_TIMEOUT_SECONDS: int = env.int("SESSION_ABSOLUTE_TIMEOUT_SECONDS", default=8 * 60 * 60)
+SESSION_COOKIE_AGE = SESSION_ABSOLUTE_TIMEOUT_SECONDS
+# Bulk registrations run in a thread of the web process (the result's key never leaves it);
+# tests run them inside the request instead.
+PORTAL_BULK_RUN_INLINE: bool = env.bool("PORTAL_BULK_RUN_INLINE", default=False)
+PORTAL_BULK_MAX_ROWS: int = env.int("PORTAL_BULK_MAX_ROWS", default=1000)
 
 # --- REST API ---
 API_MAX_BODY_BYTES: int = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
@@ -274,6 +354,9 @@ SPECTACULAR_SETTINGS = {
         "RevocationReason": [(reason.value, reason.value) for reason in RevocationReason],
     },
 }
+
+# Lifetime of a token made by `create_api_token` unless told otherwise (--expires-days, --no-expiry).
+API_TOKEN_DEFAULT_DAYS: int = env.int("API_TOKEN_DEFAULT_DAYS", default=365)
 
 # --- Celery: without a broker URL tasks run in-process (development needs no Redis). ---
 CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default="")
@@ -314,10 +397,38 @@ CELERY_BEAT_SCHEDULE = {
     "expiry-alerts": {"task": "onboarding.expiry_alerts", "schedule": 6 * 60 * 60},
 }
 
+# --- Metrics: GET /metrics for Prometheus (onboarding.metrics) ---
+# A scraper is admitted with `Authorization: Bearer <METRICS_TOKEN>` or from an address in
+# METRICS_ALLOWED_NETWORKS (CIDR list); with neither set, /metrics answers 403 to everyone.
+METRICS_TOKEN = optional_secret("METRICS_TOKEN")
+METRICS_ALLOWED_NETWORKS: list[str] = env.list("METRICS_ALLOWED_NETWORKS", default=[])
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_NETWORKS: '{_network}' is not a network (write 10.0.0.0/8 or 127.0.0.1)."
+        ) from None
+
+# --- Logging: LOG_FORMAT=json gives one JSON object per line (production); plain otherwise.
+# Every line goes through a filter that scrubs tokens, private keys and download links. ---
+LOG_FORMAT: str = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not '{LOG_FORMAT}'.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "onboarding.logs.JsonFormatter"},
+    },
+    "filters": {"redact_secrets": {"()": "onboarding.logs.RedactSecrets"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["redact_secrets"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

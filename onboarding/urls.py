@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from devices.api.urls import original_paths
 from devices.views import DownloadView
-from onboarding import health, views
+from onboarding import health, metrics, views
 
 # Every admin login needs a second factor: the admin site only admits OTP-verified staff.
 admin.site.__class__ = OTPAdminSite
@@ -26,9 +26,11 @@ urlpatterns = [
     # The original design's paths, at the root, for existing clients.
     *original_paths,
     path("health", health.health, name="health"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("download/<str:token>", DownloadView.as_view(), name="download"),
     path("api/v1/", include((api_v1, "v1"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("portal/", include("portal.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -77,3 +77,20 @@ def open_bundle(client: object, answer: dict[str, str]) -> dict[str, bytes]:
     with pyzipper.AESZipFile(io.BytesIO(response.content)) as archive:
         archive.setpassword(answer["bundle_password"].encode())
         return {name: archive.read(name) for name in archive.namelist()}
+
+
+def subprocess_database_url() -> str:
+    """DATABASE_URL naming the database this test run uses, for a manage.py or worker subprocess
+    (SQLite's file or PostgreSQL's test_<name>); only committed rows are visible there."""
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    database = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{database['NAME']}"
+    credentials = quote(database["USER"] or "", safe="")
+    if database["PASSWORD"]:
+        credentials += ":" + quote(database["PASSWORD"], safe="")
+    host = database["HOST"] or "127.0.0.1"
+    return f"postgres://{credentials}@{host}:{database['PORT'] or 5432}/{database['NAME']}"

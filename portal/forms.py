@@ -1,0 +1,186 @@
+"""Portal forms: sign-in steps, registration, revocation, re-issue and the bulk upload."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from pki.profiles import MAX_CSR_BYTES, KeyType, RevocationReason
+
+# One line of 1 to 128 characters, as the API accepts (no control characters).
+_ONE_LINE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+MAX_CSV_BYTES = 2 * 1024 * 1024
+METADATA_LINES = 50
+
+KEY_TYPE_CHOICES = [
+    (KeyType.RSA2048.value, "RSA 2048 (default)"),
+    (KeyType.RSA3072.value, "RSA 3072"),
+    (KeyType.EC_P256.value, "EC P-256"),
+]
+REASON_CHOICES = [
+    (RevocationReason.UNSPECIFIED.value, "Unspecified"),
+    (RevocationReason.KEY_COMPROMISE.value, "Key compromise"),
+    (RevocationReason.CESSATION_OF_OPERATION.value, "Cessation of operation (decommissioned)"),
+    (RevocationReason.AFFILIATION_CHANGED.value, "Affiliation changed"),
+    (RevocationReason.SUPERSEDED.value, "Superseded"),
+    (RevocationReason.PRIVILEGE_WITHDRAWN.value, "Privilege withdrawn"),
+]
+
+
+def one_line(value: str, label: str) -> str:
+    value = value.strip()
+    if not _ONE_LINE.match(value):
+        raise ValidationError(f"{label} must be one line of 1 to 128 characters.")
+    return value
+
+
+class PasswordForm(forms.Form):
+    username = forms.CharField(max_length=150, widget=forms.TextInput(attrs={"autocomplete": "username"}))
+    password = forms.CharField(
+        strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
+    )
+
+
+class CodeForm(forms.Form):
+    code = forms.CharField(
+        label="Authentication code",
+        max_length=32,
+        help_text="The 6-digit code from your authenticator app, or one of your backup codes.",
+        widget=forms.TextInput(
+            attrs={
+                "autocomplete": "one-time-code",
+                "inputmode": "text",
+                "autofocus": True,
+                "spellcheck": "false",
+            }
+        ),
+    )
+
+    def clean_code(self) -> str:
+        return str(self.cleaned_data["code"]).replace(" ", "").strip()
+
+
+class CSRFields(forms.Form):
+    """A CSR pasted or uploaded: one of the two, at most MAX_CSR_BYTES."""
+
+    csr = forms.CharField(
+        label="CSR (PEM), optional",
+        required=False,
+        max_length=MAX_CSR_BYTES,
+        widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false"}),
+        help_text="Paste the device's certificate signing request if the device keeps its own key.",
+    )
+    csr_file = forms.FileField(label="or upload the CSR file", required=False)
+
+    def csr_pem(self) -> str | None:
+        pasted = str(self.cleaned_data.get("csr") or "").strip()
+        upload = self.cleaned_data.get("csr_file")
+        if pasted and upload:
+            raise ValidationError("Paste the CSR or upload it, not both.")
+        if upload:
+            if upload.size > MAX_CSR_BYTES:
+                raise ValidationError(f"The CSR file is larger than {MAX_CSR_BYTES // 1024} kB.")
+            try:
+                return str(upload.read().decode("ascii")).strip()
+            except UnicodeDecodeError:
+                raise ValidationError(
+                    "The CSR file must be PEM text (-----BEGIN CERTIFICATE REQUEST-----)."
+                ) from None
+        return pasted or None
+
+
+class RegisterForm(CSRFields):
+    name = forms.CharField(max_length=128, help_text="Shown in lists; one line.")
+    hardware_id = forms.CharField(
+        label="Hardware id (optional)",
+        max_length=128,
+        required=False,
+        help_text="Serial number or MAC; unique.",
+    )
+    key_type = forms.ChoiceField(
+        choices=KEY_TYPE_CHOICES,
+        initial=KeyType.RSA2048.value,
+        help_text="For a key the portal generates; ignored with a CSR.",
+    )
+    metadata = forms.CharField(
+        label="Metadata (optional)",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
+        help_text="One key=value per line, for example site=Lyon.",
+    )
+    field_order = ["name", "hardware_id", "key_type", "csr", "csr_file", "metadata"]
+
+    def clean_name(self) -> str:
+        return one_line(self.cleaned_data["name"], "The name")
+
+    def clean_hardware_id(self) -> str | None:
+        value = str(self.cleaned_data.get("hardware_id") or "").strip()
+        return one_line(value, "The hardware id") if value else None
+
+    def clean_metadata(self) -> dict[str, str]:
+        return parse_metadata(str(self.cleaned_data.get("metadata") or ""))
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        try:
+            cleaned["csr_pem"] = self.csr_pem()
+        except ValidationError as error:
+            self.add_error("csr", error)
+        return cleaned
+
+
+def parse_metadata(text: str) -> dict[str, str]:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > METADATA_LINES:
+        raise ValidationError(f"At most {METADATA_LINES} metadata lines.")
+    metadata: dict[str, str] = {}
+    for number, line in enumerate(lines, start=1):
+        key, separator, value = line.partition("=")
+        if not separator or not key.strip():
+            raise ValidationError(f"Line {number}: write key=value.")
+        metadata[key.strip()[:64]] = value.strip()[:256]
+    return metadata
+
+
+class RevokeForm(forms.Form):
+    reason = forms.ChoiceField(
+        choices=REASON_CHOICES,
+        help_text="RFC 5280 reason written into the CRL. Choose key compromise if the key may have leaked.",
+    )
+    confirm = forms.BooleanField(
+        label="I understand the device will be refused by the broker at once, and this cannot be undone."
+    )
+
+
+class ReissueForm(CSRFields):
+    key_type = forms.ChoiceField(
+        choices=[("", "Keep the current key type"), *KEY_TYPE_CHOICES],
+        required=False,
+        help_text="For a key the portal generates.",
+    )
+    field_order = ["key_type", "csr", "csr_file"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        try:
+            cleaned["csr_pem"] = self.csr_pem()
+        except ValidationError as error:
+            self.add_error("csr", error)
+        return cleaned
+
+
+class BulkUploadForm(forms.Form):
+    file = forms.FileField(
+        label="CSV file",
+        help_text="UTF-8, with a header row: name, hardware_id, and optionally key_type; "
+        "any other column becomes device metadata.",
+    )
+
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data["file"]
+        if upload.size > MAX_CSV_BYTES:
+            raise ValidationError(f"The file is larger than {MAX_CSV_BYTES // (1024 * 1024)} MB.")
+        return upload

@@ -1,0 +1,61 @@
+"""Helpers shared by the portal tests (plain functions; the fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.test import Client
+from django_otp.oath import totp
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+PASSWORD = "a-long-test-password"
+
+
+def current_code(device: TOTPDevice) -> str:
+    return f"{totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits):0{device.digits}d}"
+
+
+def signed_in(
+    make_user: Any, verified_login: Any, role: str | None, username: str | None = None, **flags: Any
+) -> Client:
+    """A client signed in with password and second factor, as a user in `role`."""
+    user: User = make_user(username or f"{(role or 'superuser').lower()}-person", role)
+    for name, value in flags.items():
+        setattr(user, name, value)
+    user.save()
+    return verified_login(Client(), user)  # type: ignore[no-any-return]
+
+
+def csv_upload(text: str, name: str = "devices.csv") -> Any:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile(name, text.encode(), content_type="text/csv")
+
+
+def hidden(html: str, name: str) -> str:
+    found = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert found, f"no hidden field {name}"
+    return found.group(1)
+
+
+def restore_roles() -> None:
+    """Recreate the role groups a transactional test's flush removed (they come from data
+    migrations; permissions and content types come back by themselves after a flush)."""
+    import importlib
+
+    from django.contrib.auth.models import Group, Permission
+
+    grants: dict[str, set[str]] = {}
+    for name in ("0002_roles", "0003_download_history_roles", "0004_audit_roles", "0005_history_roles"):
+        module = importlib.import_module(f"accounts.migrations.{name}")
+        for role, names in getattr(module, "ROLE_PERMISSIONS", getattr(module, "GRANTS", {})).items():
+            grants.setdefault(role, set()).update(names)
+    for role, names in grants.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        for qualified in names:
+            app_label, codename = qualified.split(".")
+            group.permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
