@@ -65,11 +65,44 @@ class BoundedJSONParser(parsers.JSONParser):
         if len(body) > limit:
             raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
         try:
-            return json.loads(body.decode(settings.DEFAULT_CHARSET))
+            data = json.loads(body.decode(settings.DEFAULT_CHARSET))
         except (ValueError, UnicodeDecodeError) as exc:
             raise exceptions.ParseError(
                 f"The request body is not valid JSON: {exc}.", code="malformed_json"
             ) from None
+        if not _storable(data):
+            # PostgreSQL's text and jsonb refuse U+0000, and an unpaired surrogate is not UTF-8:
+            # refused here as the client's error, not met later as a database error (500).
+            raise exceptions.ParseError(
+                "The request body contains a NUL character (\\u0000) or an unpaired surrogate, "
+                "which cannot be stored.",
+                code="invalid_characters",
+            )
+        return data
+
+
+def _storable(value: Any) -> bool:
+    """No string anywhere in a parsed JSON value (keys included) holds U+0000 or a lone surrogate."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item or (not item.isascii() and _has_lone_surrogate(item)):
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class ConfiguredRateThrottle(throttling.SimpleRateThrottle):

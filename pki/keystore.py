@@ -66,7 +66,15 @@ class FileKeyStore:
     def exists(self) -> bool:
         return self.certificate_path.exists() or self.key_path.exists()
 
+    def _require_passphrase(self) -> None:
+        if not self._passphrase:
+            raise CAKeyError(
+                "This process runs without CA_KEY_PASSPHRASE (CA_KEY_PASSPHRASE_REQUIRED=false), "
+                "so it cannot use the CA."
+            )
+
     def save(self, certificate: x509.Certificate, private_key: PrivateKey) -> None:
+        self._require_passphrase()
         if self.exists():
             raise CAAlreadyExists(f"A certificate authority already exists in {self.root}.")
         self.root.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
@@ -92,6 +100,7 @@ class FileKeyStore:
         return found
 
     def load(self) -> CertificateAuthority:
+        self._require_passphrase()
         if not self.certificate_path.exists() or not self.key_path.exists():
             raise CANotInitialized(
                 f"No certificate authority in {self.root}: run `python manage.py init_ca` first."

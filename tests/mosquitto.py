@@ -218,7 +218,8 @@ def configured_broker(settings: Any, work: Path, backend: str = "mosquitto_acl")
     broker = start_mosquitto(directory, port)
     sync_broker()
     # The sync ends with a reload (SIGHUP, asynchronous): go on once the broker enforces the CRL.
-    deadline = time.monotonic() + 5
+    # Generous: on a loaded 2-core machine the reload and the probe's handshakes take a while.
+    deadline = time.monotonic() + 30
     while not probe_broker().healthy:
         if time.monotonic() > deadline:
             stop_mosquitto(broker)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import time
@@ -53,7 +54,9 @@ def _hold_lock(lock_dir: str, name: str, log: str, hold_seconds: float) -> None:
             handle.write(f"leave {os.getpid()} {time.monotonic()}\n")
 
 
-def test_lock_serialises_separate_processes(tmp_path: Path) -> None:
+def test_lock_serialises_separate_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The file lock is SQLite's (one machine); PostgreSQL's advisory lock has its own test below.
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'devices.db'}")
     log = tmp_path / "log"
     context = multiprocessing.get_context("spawn")
     workers = [
@@ -70,10 +73,69 @@ def test_lock_serialises_separate_processes(tmp_path: Path) -> None:
     assert events == ["enter", "leave"] * 3
 
 
-def test_lock_is_reentrant_in_one_thread(settings, tmp_path: Path) -> None:
+def test_lock_is_reentrant_in_one_thread(settings, tmp_path: Path, db) -> None:
     from onboarding.locks import exclusive_lock
 
     settings.LOCK_DIR = tmp_path
     with exclusive_lock("crl"), exclusive_lock("crl"):
         entered = True
     assert entered
+
+
+def _hold_database_lock(log: str, hold_seconds: float) -> None:
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from onboarding.locks import exclusive_lock
+
+    with exclusive_lock("crl"):
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                # The lock this backend holds, seen by the server itself.
+                cursor.execute(
+                    "SELECT count(*) FROM pg_locks"
+                    " WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()"
+                )
+                (held,) = cursor.fetchone()
+        else:  # SQLite: one machine, a lock file beside the data
+            held = len(list((Path(os.environ["DATA_DIR"]) / "locks").glob("crl*")))
+        with open(log, "a") as handle:
+            handle.write(f"enter {os.getpid()} {time.monotonic()} {connection.vendor} {held}\n")
+        time.sleep(hold_seconds)
+        with open(log, "a") as handle:
+            handle.write(f"leave {os.getpid()} {time.monotonic()} {connection.vendor} {held}\n")
+
+
+@pytest.mark.django_db
+def test_processes_serialise_through_the_lock_their_database_calls_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the CRL and ACL writers of every web and worker process, on any machine,
+    queue behind one advisory lock and no lock file is involved; on SQLite (one machine) they
+    queue behind a lock file. `make test` runs the one, `make test-postgres` the other."""
+    from django.db import connection
+
+    from tests.helpers import subprocess_database_url
+
+    monkeypatch.setenv("DATABASE_URL", subprocess_database_url())
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    log = tmp_path / "log"
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_hold_database_lock, args=(str(log), 0.3)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    entries = [line.split() for line in log.read_text().splitlines()]
+    assert [entry[0] for entry in entries] == ["enter", "leave"] * 3
+    intervals = [(float(entries[i][2]), float(entries[i + 1][2])) for i in range(0, 6, 2)]
+    for (_, left), (entered, _) in itertools.pairwise(intervals):
+        assert entered >= left  # no overlap
+    if connection.vendor == "postgresql":
+        assert {(entry[3], entry[4]) for entry in entries} == {("postgresql", "1")}
+        assert not (tmp_path / "data" / "locks").exists()
+    else:
+        assert {(entry[3], entry[4]) for entry in entries} == {("sqlite", "1")}
