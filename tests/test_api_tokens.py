@@ -27,10 +27,21 @@ def test_prints_a_working_token_once_and_stores_its_digest(ca: CertificateAuthor
     assert "not shown again" in notice and token not in notice
     stored = ApiToken.objects.get()
     assert stored.digest == token_digest(token) and token not in stored.digest
-    assert stored.name == "factory line 3" and stored.expires_at is None
+    assert stored.name == "factory line 3"
+    # Tokens expire by default (API_TOKEN_DEFAULT_DAYS): a forgotten one stops working.
+    assert stored.expires_at is not None
+    assert 364 <= (stored.expires_at - stored.created_at).days <= 365
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert client.get("/api/v1/devices/").status_code == 200
+
+
+def test_no_expiry_only_when_asked(make_user: Any) -> None:
+    make_user("integrator", "Integrators")
+    create("integrator", "--no-expiry")
+    assert ApiToken.objects.get().expires_at is None
+    with pytest.raises(CommandError, match="not both"):
+        create("integrator", "--no-expiry", "--expires-days", "3")
 
 
 def test_expiry(make_user: Any) -> None:

@@ -9,26 +9,13 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import quote
 
 from django.conf import settings
-from django.db import connection
+
+from tests.helpers import subprocess_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
-def database_url() -> str:
-    """The test database as a DATABASE_URL, for processes started by a test."""
-    config = connection.settings_dict
-    if config["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{config['NAME']}"
-    credentials = quote(config["USER"] or "")
-    if config["PASSWORD"]:
-        credentials += ":" + quote(config["PASSWORD"])
-    host = config["HOST"] or "localhost"
-    port = f":{config['PORT']}" if config["PORT"] else ""
-    return f"postgres://{credentials}@{host}{port}/{config['NAME']}"
 
 
 def worker_environment(broker_url: str = REDIS_URL, **extra: str) -> dict[str, str]:
@@ -37,7 +24,7 @@ def worker_environment(broker_url: str = REDIS_URL, **extra: str) -> dict[str, s
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "onboarding.settings",
         "CA_ROOT_PATH": str(settings.CA_ROOT_PATH),
-        "DATABASE_URL": database_url(),
+        "DATABASE_URL": subprocess_database_url(),
         "CELERY_BROKER_URL": broker_url,
         "BROKER_ACL_FILE": str(settings.BROKER_ACL_FILE),
         "BROKER_CRL_FILE": str(settings.BROKER_CRL_FILE),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -13,7 +14,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")
-        parser.add_argument("--expires-days", type=int, default=None, help="token lifetime (default: none)")
+        parser.add_argument(
+            "--expires-days",
+            type=int,
+            default=None,
+            help="token lifetime in days (default: API_TOKEN_DEFAULT_DAYS, 365)",
+        )
+        parser.add_argument(
+            "--no-expiry", action="store_true", help="a token that never expires (revoke it by hand)"
+        )
         parser.add_argument("--name", default="", help="a label to tell tokens apart")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -24,7 +33,10 @@ class Command(BaseCommand):
             raise CommandError(f"No user named '{options['username']}'.") from None
         if options["expires_days"] is not None and options["expires_days"] < 1:
             raise CommandError("--expires-days must be at least 1.")
-        created = create_api_token(user, name=options["name"], expires_days=options["expires_days"])
+        if options["no_expiry"] and options["expires_days"] is not None:
+            raise CommandError("Give --expires-days or --no-expiry, not both.")
+        days = None if options["no_expiry"] else options["expires_days"] or settings.API_TOKEN_DEFAULT_DAYS
+        created = create_api_token(user, name=options["name"], expires_days=days)
         # The token alone on stdout, so scripts can capture it; the notice goes to stderr.
         self.stdout.write(created.value)
         expiry = (
