@@ -17,8 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
 
-def setup_django(ca_key_type: str = "rsa3072") -> Path:
-    """Configure a fresh portal in a temp DATA_DIR, migrate it and create its CA."""
+def setup_django(ca_key_type: str | None = "rsa3072") -> Path:
+    """Configure a fresh portal in a temp DATA_DIR, migrate it and create its CA.
+
+    `ca_key_type` None leaves the choice to `init_ca` (the product default, RSA-3072).
+    """
     data_dir = Path(tempfile.mkdtemp(prefix="onboarding-bench-"))
     os.environ.update(
         {
@@ -41,7 +44,8 @@ def setup_django(ca_key_type: str = "rsa3072") -> Path:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    call_command("init_ca", "--key-type", ca_key_type, stdout=open(os.devnull, "w"))  # noqa: SIM115
+    key_type = ["--key-type", ca_key_type] if ca_key_type else []
+    call_command("init_ca", *key_type, stdout=open(os.devnull, "w"))  # noqa: SIM115
     return data_dir
 
 
@@ -55,7 +59,24 @@ def timed(function: Callable[[], Any], repeat: int = 1) -> list[float]:
 
 
 def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        # 1-minute load when the run ended: above the core count, other work shared the machine.
+        "load_average_1min": os.getloadavg()[0],
+    }
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def report(name: str, rows: list[dict[str, Any]], summary: str) -> None:
@@ -68,3 +89,8 @@ def report(name: str, rows: list[dict[str, Any]], summary: str) -> None:
 
 def mean(values: list[float]) -> float:
     return statistics.fmean(values)
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median and range of repeated runs: the figure and how much to trust it."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}

@@ -251,20 +251,24 @@ def build_crl(
     The builder gets the whole list in one constructor call: `add_revoked_certificate` copies
     the list on every call, which is quadratic (15 s at 100k entries instead of 0.4 s).
     """
+    # One entry builder per reason, its reasonCode extension added once: builders are immutable,
+    # so each entry only sets its serial and date (adding the extension per entry cost a third
+    # of the build at 100k entries). RFC 5280 5.3.1: the reasonCode "unspecified" SHOULD be
+    # absent rather than present.
+    plain = x509.RevokedCertificateBuilder()
+    builders = {
+        reason: plain
+        if reason is RevocationReason.UNSPECIFIED
+        else plain.add_extension(x509.CRLReason(reason.flag), critical=False)
+        for reason in RevocationReason
+    }
     entries = []
-    reason_extensions = {reason: x509.CRLReason(reason.flag) for reason in RevocationReason}
     for entry in revoked:
         # Naive UTC saves cryptography a time-zone conversion per entry (a third of the time).
         revoked_at = entry.revoked_at
         if revoked_at.tzinfo is not None:
             revoked_at = revoked_at.astimezone(dt.UTC).replace(tzinfo=None)
-        revoked_builder = (
-            x509.RevokedCertificateBuilder().serial_number(entry.serial).revocation_date(revoked_at)
-        )
-        # RFC 5280 5.3.1: the reasonCode "unspecified" SHOULD be absent rather than present.
-        if entry.reason is not RevocationReason.UNSPECIFIED:
-            revoked_builder = revoked_builder.add_extension(reason_extensions[entry.reason], critical=False)
-        entries.append(revoked_builder.build())
+        entries.append(builders[entry.reason].serial_number(entry.serial).revocation_date(revoked_at).build())
     issuer_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = x509.CertificateRevocationListBuilder(
         issuer_name=issuer.subject,
