@@ -182,6 +182,13 @@ if env.str("DATABASE_PASSWORD_FILE", default=""):
     )
 # The database the test suite creates; unset: Django's default (in-memory for SQLite).
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=None)}
+# Connections are kept between requests (checked before reuse): opening one per request cost
+# more than the request itself in the HTTP benchmark (bench_http).
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# One cache for every process (Redis in production: CACHE_URL=redis://…), so API throttles
+# count a client's requests across all gunicorn workers; per-process memory otherwise.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
