@@ -15,6 +15,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.utils import timezone
@@ -28,7 +30,7 @@ from onboarding.errors import ServiceError
 from onboarding.fs import write_atomically
 from pki.keystore import get_ca
 from pki.models import Certificate
-from pki.profiles import PrivateKey, private_key_pem
+from pki.profiles import PrivateKey, private_key_pem, serial_hex
 
 TOKEN_BYTES = 32  # 256 bits, well above the 128 the threat model asks for
 
@@ -109,18 +111,14 @@ def open_link(device: Device, token: str, *, actor: User | None = None) -> Downl
     )
 
 
-def fill_link(
-    link: DownloadLink, certificate: Certificate, private_key: PrivateKey | None, password: str
-) -> None:
-    """Package the credentials for the link and write them to disk.
-
-    Call it last inside the workflow's transaction: the files are written after every row, so
-    a failure before them leaves the files as they were, and a failure in writing them rolls
-    the rows back. The link's lifetime starts now, when it can first be used.
-    """
-    device = link.device
-    certificate_pem = certificate.pem.encode()
-    data = build_bundle(
+def package(
+    device: Device, certificate: x509.Certificate, private_key: PrivateKey | None, password: str
+) -> bytes:
+    """The encrypted ZIP for a device: its key (server-generated keys only), certificate, the
+    CA certificate and its connection settings. Pure: it writes nothing, so workflows build it
+    before their transaction opens."""
+    certificate_pem = certificate.public_bytes(serialization.Encoding.PEM)
+    return build_bundle(
         BundleContents(
             device_id=str(device.id),
             device_name=device.name,
@@ -130,19 +128,36 @@ def fill_link(
             broker_host=settings.BROKER_PUBLIC_HOST,
             broker_port=settings.BROKER_PUBLIC_PORT,
             topics=[{"filter": rule.filter, "access": rule.access} for rule in default_rules(str(device.id))],
-            serial=certificate.serial,
-            not_after=certificate.not_after.isoformat(),
+            serial=serial_hex(certificate.serial_number),
+            not_after=certificate.not_valid_after_utc.isoformat(),
         ),
         password,
     )
+
+
+def attach(link: DownloadLink, certificate: Certificate, data: bytes) -> None:
+    """Give the link its bundle and write the device's files.
+
+    Call it last inside the workflow's transaction: the files are written after every row, so
+    a failure before them leaves the files as they were, and a failure in writing them rolls
+    the rows back. The link's lifetime starts now, when it can first be used.
+    """
     link.certificate = certificate
     link.bundle_sha256 = hashlib.sha256(data).hexdigest()
     link.expires_at = timezone.now() + dt.timedelta(minutes=settings.DOWNLOAD_EXPIRY_MINUTES)
     link.save(update_fields=["certificate", "bundle_sha256", "expires_at"])
-    directory = device_directory(device.id)
+    directory = device_directory(link.device_id)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_atomically(directory / "device.crt", certificate_pem, mode=0o644)
+    write_atomically(directory / "device.crt", certificate.pem.encode(), mode=0o644)
     write_atomically(directory / "creds.zip", data, mode=0o600)
+
+
+def fill_link(
+    link: DownloadLink, certificate: Certificate, private_key: PrivateKey | None, password: str
+) -> None:
+    """Package the credentials for the link and write them (`package`, then `attach`)."""
+    parsed = x509.load_pem_x509_certificate(certificate.pem.encode())
+    attach(link, certificate, package(link.device, parsed, private_key, password))
 
 
 def create_bundle(

@@ -28,9 +28,10 @@ from broker.services import BrokerSyncError, enforce_now, grants_on_register, sy
 from devices.delivery import (
     BundleSecrets,
     IssuedBundle,
+    attach,
     create_bundle,
-    fill_link,
     open_link,
+    package,
     remove_device_files,
     withdraw_links,
 )
@@ -47,7 +48,14 @@ from onboarding.locks import exclusive_lock
 from onboarding.sealing import seal, unseal
 from pki.models import Certificate, CertificateStatus
 from pki.profiles import KeyType, ParsedCSR, PrivateKey, RevocationReason, parse_csr
-from pki.services import IssuedCertificate, issue_certificate, revoke_certificates
+from pki.services import (
+    IssuedCertificate,
+    SignedCertificate,
+    issue_certificate,
+    record_certificate,
+    revoke_certificates,
+    sign_certificate,
+)
 
 Actor = AbstractBaseUser | AnonymousUser | None
 logger = logging.getLogger(__name__)
@@ -123,12 +131,16 @@ def register_device(
     if not tasks_run_in_process():
         return _register_later(request, actor=actor, address=address)
     key = _prepare_key(request.csr_pem, request.key_type)
-    device_id = None
+    device = _new_device(request, actor, save=False)
+    device_id = device.id
+    bundle_secrets = BundleSecrets.new()
     try:
+        # Signed, linted and packaged before the transaction: on SQLite the write lock is then
+        # held for the inserts and two file writes only, not for the cryptography.
+        prepared = _prepare(device, key, bundle_secrets.password)
         with transaction.atomic():
-            device = _new_device(request, actor)
-            device_id = device.id
-            issued = _sign_and_package(device, key, BundleSecrets.new(), None, actor=actor, address=address)
+            device.save(force_insert=True)
+            issued = _record(device, prepared, bundle_secrets, None, actor=actor, address=address)
     except IntegrityError:
         _forget_files(device_id)
         # Two registrations raced for the same hardware id; the database let one win.
@@ -143,8 +155,8 @@ def register_device(
     return Registration(device=get_device(device.id), issued=issued.certificate, bundle=issued.bundle)
 
 
-def _new_device(request: RegistrationRequest, actor: Actor) -> Device:
-    return Device.objects.create(
+def _new_device(request: RegistrationRequest, actor: Actor, *, save: bool = True) -> Device:
+    device = Device(
         name=request.name,
         hardware_id=request.hardware_id or None,
         metadata=request.metadata,
@@ -153,6 +165,9 @@ def _new_device(request: RegistrationRequest, actor: Actor) -> Device:
         requested_key_type="" if request.csr_pem else request.key_type.value,
         csr_pem=request.csr_pem or "",
     )
+    if save:
+        device.save(force_insert=True)
+    return device
 
 
 @dataclass(frozen=True)
@@ -161,27 +176,38 @@ class _Signed:
     bundle: IssuedBundle
 
 
-def _sign_and_package(
+@dataclass(frozen=True)
+class _Prepared:
+    signed: SignedCertificate
+    bundle: bytes
+
+
+def _prepare(device: Device, key: _KeyMaterial, password: str) -> _Prepared:
+    """The certificate, linted and signed, and the encrypted bundle: no database writes."""
+    signed = sign_certificate(
+        str(device.id),
+        key_type=KeyType(device.requested_key_type or KeyType.RSA2048),
+        csr=key.csr,
+        private_key=key.private_key,
+    )
+    return _Prepared(signed=signed, bundle=package(device, signed.certificate, signed.private_key, password))
+
+
+def _record(
     device: Device,
-    key: _KeyMaterial,
+    prepared: _Prepared,
     bundle_secrets: BundleSecrets,
     link: DownloadLink | None,
     *,
     actor: Actor,
     address: str | None,
 ) -> _Signed:
-    """Inside the caller's transaction: certificate, activation, bundle, audit record."""
-    issued = issue_certificate(
-        str(device.id),
-        key_type=KeyType(device.requested_key_type or KeyType.RSA2048),
-        csr=key.csr,
-        private_key=key.private_key,
-        device_id=device.id,
-    )
+    """Inside the caller's transaction: certificate row, activation, link and files, audit."""
+    issued = record_certificate(prepared.signed, device_id=device.id)
     _activate(device)
     if link is None:
         link = open_link(device, bundle_secrets.token, actor=_user_or_none(actor))
-    fill_link(link, issued.record, issued.private_key, bundle_secrets.password)
+    attach(link, issued.record, prepared.bundle)
     record(
         AuditAction.DEVICE_REGISTERED, actor=actor, address=address, device_id=device.id,
         serial=issued.record.serial, key_type=issued.record.key_type,
@@ -261,9 +287,11 @@ def provision_device(device_id: str, link_id: int, sealed: str) -> str:
             if locked.status != DeviceStatus.PENDING:
                 return str(locked.status)
             link = DownloadLink.objects.select_related("device").get(pk=link_id, device=locked)
-            _sign_and_package(
+            # Signed inside, after the guard: two copies of one message never both sign.
+            prepared = _prepare(locked, key, opened["password"])
+            _record(
                 locked,
-                key,
+                prepared,
                 BundleSecrets(password=opened["password"], token=""),
                 link,
                 actor=locked.created_by,

@@ -129,6 +129,22 @@ class IssuedCertificate:
     private_key: PrivateKey | None
 
 
+@dataclass(frozen=True)
+class SignedCertificate:
+    """A certificate signed but not yet recorded (see `sign_certificate`)."""
+
+    certificate: x509.Certificate
+    common_name: str
+    key_type: KeyType
+    from_csr: bool
+    purpose: CertificatePurpose
+    #: The private key when the server generated it; None for a CSR. Never stored.
+    private_key: PrivateKey | None
+    # What it was signed with, to sign it again with another serial.
+    profile: EndEntityProfile
+    validity_days: int | None
+
+
 def issue_certificate(
     common_name: str,
     *,
@@ -140,11 +156,36 @@ def issue_certificate(
     validity_days: int | None = None,
     device_id: uuid.UUID | None = None,
 ) -> IssuedCertificate:
-    """Sign a certificate for `common_name` and record it.
+    """Sign a certificate for `common_name` and record it (`sign_certificate`, then
+    `record_certificate`)."""
+    signed = sign_certificate(
+        common_name,
+        key_type=key_type,
+        csr=csr,
+        private_key=private_key,
+        profile=profile,
+        purpose=purpose,
+        validity_days=validity_days,
+    )
+    return record_certificate(signed, device_id=device_id)
 
-    The key comes from, in order: a parsed CSR (its subject is ignored), a private key the
-    caller generated (outside any transaction, since RSA key generation is slow), or a new key
-    of `key_type` made here. The private key is returned to the caller and never stored.
+
+def sign_certificate(
+    common_name: str,
+    *,
+    key_type: KeyType = KeyType.RSA2048,
+    csr: ParsedCSR | None = None,
+    private_key: PrivateKey | None = None,
+    profile: EndEntityProfile = DEVICE_PROFILE,
+    purpose: CertificatePurpose = CertificatePurpose.DEVICE,
+    validity_days: int | None = None,
+) -> SignedCertificate:
+    """Lint and sign a certificate for `common_name`; writes nothing.
+
+    Workflows call it before their transaction opens, so linting and signing never hold
+    database locks (on SQLite, the whole database). The key comes from, in order: a parsed
+    CSR (its subject is ignored), a private key the caller generated, or a new key of
+    `key_type` made here. The private key is returned to the caller and never stored.
     """
     public_key: PublicKey
     if csr is not None:
@@ -159,43 +200,74 @@ def issue_certificate(
     if authority.certificate.not_valid_after_utc <= now:
         raise CAKeyError("The CA certificate has expired; it cannot issue certificates.")
     days = validity_days if validity_days is not None else settings.CERT_VALIDITY_DAYS
-
     for _attempt in range(SERIAL_ATTEMPTS):
         serial = x509.random_serial_number()
-        if Certificate.objects.filter(serial=serial_hex(serial)).exists():
-            continue
-        request = CertificateRequest(
-            common_name=common_name,
-            public_key=public_key,
-            serial=serial,
-            not_before=max(now - BACKDATE, authority.certificate.not_valid_before_utc),
-            not_after=now + dt.timedelta(days=days),
-            crl_url=settings.CRL_URL,
-            profile=profile,
-        )
-        builder = end_entity_builder(request, authority.certificate)
-        _lint_before_signing(builder, authority)
-        certificate = builder.sign(authority.private_key, SIGNATURE_HASH)
+        if not Certificate.objects.filter(serial=serial_hex(serial)).exists():
+            break
+    else:
+        raise PKIError(f"Could not find a free serial number in {SERIAL_ATTEMPTS} attempts.")
+    request = CertificateRequest(
+        common_name=common_name,
+        public_key=public_key,
+        serial=serial,
+        not_before=max(now - BACKDATE, authority.certificate.not_valid_before_utc),
+        not_after=now + dt.timedelta(days=days),
+        crl_url=settings.CRL_URL,
+        profile=profile,
+    )
+    builder = end_entity_builder(request, authority.certificate)
+    _lint_before_signing(builder, authority)
+    return SignedCertificate(
+        certificate=builder.sign(authority.private_key, SIGNATURE_HASH),
+        common_name=common_name,
+        key_type=key_type,
+        from_csr=csr is not None,
+        purpose=purpose,
+        private_key=private_key,
+        profile=profile,
+        validity_days=validity_days,
+    )
+
+
+def record_certificate(signed: SignedCertificate, *, device_id: uuid.UUID | None = None) -> IssuedCertificate:
+    """Record a signed certificate. Should another process have taken its serial meanwhile
+    (random 159-bit serials: in practice never), the same request is signed again."""
+    for _attempt in range(SERIAL_ATTEMPTS):
+        certificate = signed.certificate
         try:
             with transaction.atomic():
                 record = Certificate.objects.create(
                     serial=serial_hex(certificate.serial_number),
                     fingerprint_sha256=sha256_fingerprint(certificate),
-                    common_name=common_name,
+                    common_name=signed.common_name,
                     device_id=device_id,
                     subject=certificate.subject.rfc4514_string(),
-                    purpose=purpose,
-                    key_type=key_type.value,
-                    from_csr=csr is not None,
+                    purpose=signed.purpose,
+                    key_type=signed.key_type.value,
+                    from_csr=signed.from_csr,
                     not_before=certificate.not_valid_before_utc,
                     not_after=certificate.not_valid_after_utc,
                     pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
                 )
         except IntegrityError:
-            # Another process took this serial between the check and the insert.
+            signed = _signed_again(signed)
             continue
-        return IssuedCertificate(record=record, certificate=certificate, private_key=private_key)
+        return IssuedCertificate(record=record, certificate=certificate, private_key=signed.private_key)
     raise PKIError(f"Could not find a free serial number in {SERIAL_ATTEMPTS} attempts.")
+
+
+def _signed_again(signed: SignedCertificate) -> SignedCertificate:
+    """The same certificate request with a new serial (the key stays the device's)."""
+    public_key = signed.certificate.public_key()
+    assert isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)
+    return sign_certificate(
+        signed.common_name,
+        csr=None if signed.private_key else ParsedCSR(public_key=public_key, key_type=signed.key_type),
+        private_key=signed.private_key,
+        profile=signed.profile,
+        purpose=signed.purpose,
+        validity_days=signed.validity_days,
+    )
 
 
 def revoke_certificate(

@@ -18,9 +18,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "onboarding.settings")
 django.setup()
 
 from devices import services  # noqa: E402 - after Django is set up
-from pki.services import issue_certificate  # noqa: E402
+from pki.services import sign_certificate  # noqa: E402
 
-_sign = issue_certificate
+_sign = sign_certificate
 
 
 def _stalled_sign(*args: Any, **kwargs: Any) -> Any:
@@ -29,7 +29,7 @@ def _stalled_sign(*args: Any, **kwargs: Any) -> Any:
     return _sign(*args, **kwargs)
 
 
-setattr(services, "issue_certificate", _stalled_sign)  # noqa: B010 - the name the workflow calls
+setattr(services, "sign_certificate", _stalled_sign)  # noqa: B010 - the name the workflow calls
 
 if __name__ == "__main__":
     from celery.__main__ import main

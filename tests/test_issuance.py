@@ -95,6 +95,26 @@ def test_serial_collision_is_retried(ca: CertificateAuthority, monkeypatch: pyte
     assert second.record.serial == serial_hex(fresh)
 
 
+def test_a_serial_taken_between_signing_and_recording_is_signed_again(
+    ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Workflows sign before their transaction; another process may record the serial meanwhile.
+    shared, fresh = x509.random_serial_number(), x509.random_serial_number()
+    draws = iter([shared, shared, fresh])
+    monkeypatch.setattr(x509, "random_serial_number", lambda: next(draws))
+    device_key = KeyType.EC_P256.generate()
+    first = services.sign_certificate("first", key_type=KeyType.EC_P256)
+    second = services.sign_certificate("second", private_key=device_key)
+    services.record_certificate(first)
+
+    recorded = services.record_certificate(second)
+
+    assert recorded.record.serial == serial_hex(fresh)
+    assert recorded.certificate.serial_number == fresh
+    assert recorded.private_key is device_key
+    assert recorded.certificate.public_key() == device_key.public_key()
+
+
 def test_certificate_that_fails_lint_is_never_signed_by_the_ca(ca: CertificateAuthority) -> None:
     before = Certificate.objects.count()
     broken = EndEntityProfile(

@@ -233,7 +233,7 @@ def test_transient_failures_are_retried_then_the_device_is_failed(
         attempts.append(1)
         raise OperationalError("could not connect to server")
 
-    monkeypatch.setattr(services, "issue_certificate", database_gone)
+    monkeypatch.setattr(services, "sign_certificate", database_gone)
     queue.delete("celery")
 
     def attempt(retries: int) -> str:

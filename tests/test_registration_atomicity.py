@@ -30,12 +30,14 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 STEPS = {
     "key generation": (device_services, "_prepare_key"),
-    "device row": (Device.objects, "create"),
+    "device row": (Device, "save"),
     "lint before signing": (pki_services, "_lint_before_signing"),
     "certificate row": (Certificate.objects, "create"),
-    "issuance": (device_services, "issue_certificate"),
+    "signing": (device_services, "sign_certificate"),
+    "certificate record": (device_services, "record_certificate"),
     "activation": (device_services, "_activate"),
-    "bundle": (device_services, "fill_link"),
+    "bundle": (device_services, "package"),
+    "link and files": (device_services, "attach"),
     "bundle files": (delivery, "write_atomically"),
 }
 
