@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-from typing import Any
-
 from auditlog.admin import LogEntryAdmin
 from auditlog.models import LogEntry
 from django.contrib import admin
-from django.http import HttpRequest
 
 from audit.models import AuditEvent
-from onboarding.admin import ReadOnlyAdmin
+from onboarding.admin import ReadOnly, ReadOnlyAdmin
 
 
 @admin.register(AuditEvent)
@@ -26,12 +23,5 @@ admin.site.unregister(LogEntry)
 
 
 @admin.register(LogEntry)
-class ChangeHistoryAdmin(LogEntryAdmin):  # type: ignore[misc]
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+class ChangeHistoryAdmin(ReadOnly, LogEntryAdmin):  # type: ignore[misc]
+    pass

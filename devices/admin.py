@@ -21,7 +21,7 @@ from accounts import roles
 from devices import services
 from devices.models import Device, DeviceStatus, DownloadAttempt, DownloadLink
 from onboarding.addresses import client_address
-from onboarding.admin import ReadOnlyAdmin
+from onboarding.admin import ReadOnly, ReadOnlyAdmin
 from onboarding.errors import ServiceError
 from pki.models import Certificate, CertificateStatus
 from pki.profiles import KeyType, RevocationReason
@@ -57,7 +57,7 @@ class KeyTypeFilter(admin.SimpleListFilter):
         return queryset
 
 
-class CertificateInline(admin.TabularInline):  # type: ignore[type-arg]
+class CertificateInline(ReadOnly, admin.TabularInline):  # type: ignore[type-arg]
     """The device's certificates, newest first: history, never edited."""
 
     model = Certificate
@@ -75,15 +75,6 @@ class CertificateInline(admin.TabularInline):  # type: ignore[type-arg]
     extra = 0
     can_delete = False
     show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class RevokeSelectedForm(forms.Form):

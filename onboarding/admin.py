@@ -8,8 +8,9 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """History is looked at, never edited by hand: changes go through the workflows."""
+class ReadOnly:
+    """For admins and inlines of history: looked at, never edited by hand (changes go through
+    the workflows), whoever asks."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -19,3 +20,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class ReadOnlyAdmin(ReadOnly, admin.ModelAdmin):  # type: ignore[type-arg]
+    """History is looked at, never edited by hand: changes go through the workflows."""

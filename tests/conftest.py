@@ -45,6 +45,14 @@ def fresh_ca_root(tmp_path: Path, settings) -> Iterator[Path]:
 
 
 @pytest.fixture
+def broker_files(settings, tmp_path: Path) -> None:
+    """The broker's ACL, CRL copy and probe identities in this test's own directory."""
+    settings.BROKER_ACL_FILE = tmp_path / "mosquitto.acl"
+    settings.BROKER_CRL_FILE = tmp_path / "mosquitto-crl.pem"
+    settings.BROKER_PROBE_DIR = tmp_path / "probe"
+
+
+@pytest.fixture
 def crl_file() -> Path:
     return Path(settings.CA_ROOT_PATH) / "crl.pem"
 

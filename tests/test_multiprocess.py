@@ -44,13 +44,6 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def broker_files(settings: Any, tmp_path: Path) -> None:
-    settings.BROKER_ACL_FILE = tmp_path / "mosquitto.acl"
-    settings.BROKER_CRL_FILE = tmp_path / "mosquitto-crl.pem"
-    settings.BROKER_PROBE_DIR = tmp_path / "probe"
-
-
-@pytest.fixture
 def token(ca: CertificateAuthority) -> str:
     from django.contrib.auth.models import User
 

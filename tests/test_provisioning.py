@@ -63,13 +63,6 @@ def _point_app(broker_url: str, eager: bool) -> None:
 
 
 @pytest.fixture
-def broker_files(settings: Any, tmp_path: Path) -> None:
-    settings.BROKER_ACL_FILE = tmp_path / "mosquitto.acl"
-    settings.BROKER_CRL_FILE = tmp_path / "mosquitto-crl.pem"
-    settings.BROKER_PROBE_DIR = tmp_path / "probe"
-
-
-@pytest.fixture
 def use_queue(settings: Any, broker_files: None) -> Iterator[Callable[[str], None]]:
     """Make this process a web process with workers: tasks go to a real Redis."""
     from onboarding.celery import app

@@ -24,13 +24,6 @@ def crl_number(path: Path) -> int:
     return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
 
 
-@pytest.fixture
-def broker_files(settings: Any, tmp_path: Path) -> None:
-    settings.BROKER_ACL_FILE = tmp_path / "mosquitto.acl"
-    settings.BROKER_CRL_FILE = tmp_path / "mosquitto-crl.pem"
-    settings.BROKER_PROBE_DIR = tmp_path / "probe"
-
-
 def test_crl_job_resigns_near_next_update_and_not_before(
     ca: CertificateAuthority, crl_file: Path, broker_files: None, settings: Any
 ) -> None:
@@ -82,7 +75,7 @@ def test_a_real_worker_runs_the_crl_job_through_redis(
     settings.BROKER_PROBE_DIR = tmp_path / "probe"
     with celery_worker():
         # A client of its own, as a web process with CELERY_BROKER_URL set would be.
-        sender = Celery("test-sender", broker=REDIS_URL, backend=REDIS_URL)
+        sender = Celery("test-sender", broker=REDIS_URL, backend=REDIS_URL, set_as_current=False)
         number = sender.send_task("onboarding.refresh_crl", kwargs={"force": True}).get(timeout=60)
     assert number == before + 1
     assert crl_number(crl_path) == before + 1  # signed by the worker process, on disk
