@@ -285,6 +285,15 @@ class Pagination(PageNumberPagination):
             )
         return int(raw[0])
 
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
+        # DRF reads a missing, empty or repeated `page` as page 1; only a missing one is.
+        raw = request.query_params.getlist(self.page_query_param)
+        if raw and (len(raw) > 1 or not raw[0].isdigit() or int(raw[0]) < 1):
+            raise exceptions.ValidationError(
+                {self.page_query_param: ["Give one whole number from 1 (the first page)."]}
+            )
+        return super().paginate_queryset(queryset, request, view)
+
 
 def list_parameters(ordering_fields: list[str]) -> list[OpenApiParameter]:
     """The paging and ordering parameters with the limits the server enforces."""

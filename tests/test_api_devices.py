@@ -210,6 +210,11 @@ class TestRead:
         assert {device["id"] for device in expiring["results"]} == {ids["a"], ids["c"]}
         assert operator_api.get("/api/v1/devices/?expiring_within_days=10").json()["count"] == 0
         assert operator_api.get("/api/v1/devices/?status=bogus").status_code == 400
+        # A page number is one whole number from 1; empty or repeated is an error, not page 1.
+        for bad in ("page=", "page=0", "page=x", "page=1&page=2"):
+            refused = operator_api.get(f"/api/v1/devices/?{bad}")
+            assert refused.status_code == 400 and "page" in refused.json()["error"]["fields"], bad
+        assert operator_api.get("/api/v1/devices/?page=2&page_size=2").json()["results"]
 
     def test_no_n_plus_one(self, operator_api: APIClient, django_assert_max_num_queries: Any) -> None:
         from django.test.utils import CaptureQueriesContext
