@@ -44,7 +44,7 @@ from devices.errors import (
 )
 from devices.models import Device, DeviceStatus, DownloadLink
 from onboarding.errors import ServiceError
-from onboarding.locks import exclusive_lock
+from onboarding.locks import LockTimeout, exclusive_lock
 from onboarding.sealing import seal, unseal
 from pki.models import Certificate, CertificateStatus
 from pki.profiles import KeyType, ParsedCSR, PrivateKey, RevocationReason, parse_csr
@@ -409,7 +409,7 @@ def _tell_broker(canary: SyncCanary | None = None) -> dt.datetime | None:
         logger.warning("task queue unreachable: pushing to the broker from this process")
     try:
         return enforce_now(canary)
-    except BrokerSyncError as exc:
+    except (BrokerSyncError, LockTimeout) as exc:
         logger.error("broker not updated: %s", exc.message)
         return None
 

@@ -31,6 +31,8 @@ PUBLIC_SERVER_ERRORS = {
     "ca_key_unusable": "The certificate authority's key cannot be used right now; see the log.",
     "crl_publication_failed": "The CRL could not be published, so nothing was changed; see the log.",
     "certificate_lint_failed": "The certificate would break RFC 5280, so it was not signed; see the log.",
+    "lock_timeout": "Another process is still publishing the CRL or broker rights, so nothing was "
+    "changed; try again shortly.",
     "task_queue_unavailable": "The task queue cannot be reached, so nothing was registered or kept; "
     "try again shortly (/health shows the task queue).",
 }

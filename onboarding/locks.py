@@ -1,7 +1,9 @@
 """Locks that hold across processes and machines, for writers that must run one at a time.
 
 On PostgreSQL an advisory lock serialises every web and worker process sharing the
-database; on SQLite (one machine by nature) an flock on a file in LOCK_DIR does.
+database; on SQLite (one machine by nature) an flock on a file in LOCK_DIR does. A writer
+waits at most LOCK_TIMEOUT_SECONDS: a process stuck while holding a lock makes the others
+fail with a clear error (503 `lock_timeout`, nothing changed) instead of hanging with it.
 """
 
 from __future__ import annotations
@@ -10,10 +12,18 @@ import contextlib
 import fcntl
 import hashlib
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from django.conf import settings
 from django.db import connection
+
+from onboarding.errors import ServiceError
+
+
+class LockTimeout(ServiceError):
+    code = "lock_timeout"
+    status = 503
 
 
 def _advisory_key(name: str) -> int:
@@ -40,12 +50,31 @@ def exclusive_lock(name: str) -> Iterator[None]:
         held.discard(name)
 
 
+def _wait_for(name: str, attempt: Callable[[], bool]) -> None:
+    """Call `attempt` (a non-blocking try) until it succeeds or LOCK_TIMEOUT_SECONDS pass."""
+    deadline = time.monotonic() + settings.LOCK_TIMEOUT_SECONDS
+    pause = 0.005
+    while not attempt():
+        if time.monotonic() >= deadline:
+            raise LockTimeout(
+                f"Another process has held the {name} lock for over {settings.LOCK_TIMEOUT_SECONDS} s, "
+                "so nothing was changed; try again, and look for a stuck web or worker process."
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
 @contextlib.contextmanager
 def _acquire(name: str) -> Iterator[None]:
     if connection.vendor == "postgresql":
         key = _advisory_key(name)
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s)", [key])
+
+        def try_advisory() -> bool:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+                return bool(cursor.fetchone()[0])
+
+        _wait_for(name, try_advisory)
         try:
             yield
         finally:
@@ -54,7 +83,15 @@ def _acquire(name: str) -> Iterator[None]:
         return
     settings.LOCK_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(settings.LOCK_DIR / f"{name}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+
+        def try_flock() -> bool:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        _wait_for(name, try_flock)
         try:
             yield
         finally:

@@ -277,6 +277,8 @@ CSRF_TRUSTED_ORIGINS: list[str] = env.list(
 )
 # Lock files for writers that must serialise across processes (CRL, ACL) on SQLite.
 LOCK_DIR = DATA_DIR / "locks"
+# How long a CRL or ACL writer waits for another process's lock before failing (503).
+LOCK_TIMEOUT_SECONDS: float = env.float("LOCK_TIMEOUT_SECONDS", default=30.0)
 
 # --- Credential delivery and broker (see README "Settings") ---
 DOWNLOAD_EXPIRY_MINUTES: int = env.int("DOWNLOAD_EXPIRY_MINUTES", default=30)
