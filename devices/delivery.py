@@ -95,7 +95,7 @@ class BundleSecrets:
 
 
 def open_link(device: Device, token: str, *, actor: User | None = None) -> DownloadLink:
-    """A new link for the device; older unused links are withdrawn. Until `fill_link` gives it
+    """A new link for the device; older unused links are withdrawn. Until `attach` gives it
     a bundle (at once, or later on a worker) the link answers "not ready yet"."""
     now = timezone.now()
     DownloadLink.objects.filter(device=device, used_at__isnull=True, withdrawn_at__isnull=True).update(
@@ -152,21 +152,14 @@ def attach(link: DownloadLink, certificate: Certificate, data: bytes) -> None:
     write_atomically(directory / "creds.zip", data, mode=0o600)
 
 
-def fill_link(
-    link: DownloadLink, certificate: Certificate, private_key: PrivateKey | None, password: str
-) -> None:
-    """Package the credentials for the link and write them (`package`, then `attach`)."""
-    parsed = x509.load_pem_x509_certificate(certificate.pem.encode())
-    attach(link, certificate, package(link.device, parsed, private_key, password))
-
-
 def create_bundle(
     device: Device, certificate: Certificate, private_key: PrivateKey | None, *, actor: User | None = None
 ) -> IssuedBundle:
-    """Package the credentials now and open a new link to them (see `fill_link`)."""
+    """Package the credentials now and open a new link to them (`package`, then `attach`)."""
     fresh = BundleSecrets.new()
     link = open_link(device, fresh.token, actor=actor)
-    fill_link(link, certificate, private_key, fresh.password)
+    parsed = x509.load_pem_x509_certificate(certificate.pem.encode())
+    attach(link, certificate, package(device, parsed, private_key, fresh.password))
     return IssuedBundle(link=link, token=fresh.token, password=fresh.password)
 
 

@@ -8,6 +8,7 @@ the transaction; everything that writes happens inside one.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -417,6 +418,12 @@ def _tell_broker(canary: SyncCanary | None = None) -> dt.datetime | None:
 SYNC_PENDING_KEY = "onboarding:broker-sync-pending"
 
 
+@functools.cache
+def _queue(url: str) -> redis.Redis:
+    """One client (and connection pool) per Redis URL for the process, not one per change."""
+    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+
+
 def request_broker_sync() -> bool:
     """Ask a worker to sync the broker, once for a burst of changes. False if the queue is down.
 
@@ -428,8 +435,9 @@ def request_broker_sync() -> bool:
     from devices.tasks import sync_broker_task  # the tasks module imports this one
 
     try:
-        queue = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=2, socket_timeout=2)
-        if queue.set(SYNC_PENDING_KEY, "1", nx=True, ex=settings.BROKER_SYNC_MARKER_SECONDS):
+        if _queue(settings.CELERY_BROKER_URL).set(
+            SYNC_PENDING_KEY, "1", nx=True, ex=settings.BROKER_SYNC_MARKER_SECONDS
+        ):
             sync_broker_task.apply_async(
                 kwargs={"prove": True}, countdown=settings.BROKER_SYNC_DEBOUNCE_SECONDS
             )
@@ -446,7 +454,7 @@ def sync_broker_debounced(*, prove: bool) -> str:
     once the broker refuses it, every device revoked before that CRL is stamped as enforced.
     """
     if settings.CELERY_BROKER_URL:
-        redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(SYNC_PENDING_KEY)
+        _queue(settings.CELERY_BROKER_URL).delete(SYNC_PENDING_KEY)
     if not (prove and probe_configured()):
         return sync_broker().acl_sha256
     cutoff = timezone.now()  # revocations committed before this are on the canary's CRL
