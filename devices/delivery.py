@@ -94,21 +94,39 @@ class BundleSecrets:
         return cls(password=new_bundle_password(), token=secrets.token_urlsafe(TOKEN_BYTES))
 
 
-def open_link(device: Device, token: str, *, actor: User | None = None) -> DownloadLink:
-    """A new link for the device; older unused links are withdrawn. Until `attach` gives it
-    a bundle (at once, or later on a worker) the link answers "not ready yet"."""
+def open_link(
+    device: Device,
+    token: str,
+    *,
+    actor: User | None = None,
+    bundle: tuple[Certificate, bytes] | None = None,
+    first: bool = False,
+) -> DownloadLink:
+    """A new link for the device; older unused links are withdrawn (`first`: the device was
+    created in this transaction and has none).
+
+    With `bundle` (the certificate and the encrypted ZIP, built beforehand) the link is created
+    complete and the files are written: call it last inside the workflow's transaction, as
+    `attach`. Without it, the link answers "not ready yet" until `attach` gives it a bundle
+    (later, on a worker).
+    """
     now = timezone.now()
-    DownloadLink.objects.filter(device=device, used_at__isnull=True, withdrawn_at__isnull=True).update(
-        withdrawn_at=now
-    )
-    return DownloadLink.objects.create(
+    if not first:
+        DownloadLink.objects.filter(device=device, used_at__isnull=True, withdrawn_at__isnull=True).update(
+            withdrawn_at=now
+        )
+    certificate, data = bundle if bundle is not None else (None, b"")
+    link = DownloadLink.objects.create(
         device=device,
-        certificate=None,
+        certificate=certificate,
         token_digest=token_digest(token),
-        bundle_sha256="",
+        bundle_sha256=hashlib.sha256(data).hexdigest() if bundle is not None else "",
         created_by=actor,
         expires_at=now + dt.timedelta(minutes=settings.DOWNLOAD_EXPIRY_MINUTES),
     )
+    if certificate is not None:
+        _write_files(link.device_id, certificate, data)
+    return link
 
 
 def package(
@@ -146,7 +164,11 @@ def attach(link: DownloadLink, certificate: Certificate, data: bytes) -> None:
     link.bundle_sha256 = hashlib.sha256(data).hexdigest()
     link.expires_at = timezone.now() + dt.timedelta(minutes=settings.DOWNLOAD_EXPIRY_MINUTES)
     link.save(update_fields=["certificate", "bundle_sha256", "expires_at"])
-    directory = device_directory(link.device_id)
+    _write_files(link.device_id, certificate, data)
+
+
+def _write_files(device_id: object, certificate: Certificate, data: bytes) -> None:
+    directory = device_directory(device_id)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_atomically(directory / "device.crt", certificate.pem.encode(), mode=0o644)
     write_atomically(directory / "creds.zip", data, mode=0o600)
@@ -155,11 +177,11 @@ def attach(link: DownloadLink, certificate: Certificate, data: bytes) -> None:
 def create_bundle(
     device: Device, certificate: Certificate, private_key: PrivateKey | None, *, actor: User | None = None
 ) -> IssuedBundle:
-    """Package the credentials now and open a new link to them (`package`, then `attach`)."""
+    """Package the credentials now and open a new link to them, complete."""
     fresh = BundleSecrets.new()
-    link = open_link(device, fresh.token, actor=actor)
     parsed = x509.load_pem_x509_certificate(certificate.pem.encode())
-    attach(link, certificate, package(device, parsed, private_key, fresh.password))
+    data = package(device, parsed, private_key, fresh.password)
+    link = open_link(device, fresh.token, actor=actor, bundle=(certificate, data))
     return IssuedBundle(link=link, token=fresh.token, password=fresh.password)
 
 

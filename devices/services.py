@@ -140,6 +140,9 @@ def register_device(
         # held for the inserts and two file writes only, not for the cryptography.
         prepared = _prepare(device, key, bundle_secrets.password)
         with transaction.atomic():
+            # Inserted active: the transaction makes the certificate, link and files all or
+            # nothing with it, so there is no pending row to update (and to audit) a moment later.
+            device.status = DeviceStatus.ACTIVE
             device.save(force_insert=True)
             issued = _record(device, prepared, bundle_secrets, None, actor=actor, address=address)
     except IntegrityError:
@@ -203,16 +206,28 @@ def _record(
     actor: Actor,
     address: str | None,
 ) -> _Signed:
-    """Inside the caller's transaction: certificate row, activation, link and files, audit."""
+    """Inside the caller's transaction: certificate row, activation, audit, then link and files.
+
+    Without `link` the device was inserted (active) in this transaction: its link is created
+    complete, with no older links to withdraw.
+    """
     issued = record_certificate(prepared.signed, device_id=device.id)
-    _activate(device)
-    if link is None:
-        link = open_link(device, bundle_secrets.token, actor=_user_or_none(actor))
-    attach(link, issued.record, prepared.bundle)
+    data = prepared.bundle
+    if issued.certificate is not prepared.signed.certificate:
+        # Signed again for a serial taken meanwhile: the bundle must carry the recorded one.
+        data = package(device, issued.certificate, issued.private_key, bundle_secrets.password)
+    if device.status != DeviceStatus.ACTIVE:
+        _activate(device)
     record(
         AuditAction.DEVICE_REGISTERED, actor=actor, address=address, device_id=device.id,
         serial=issued.record.serial, key_type=issued.record.key_type,
     )  # fmt: skip
+    if link is None:
+        link = open_link(
+            device, bundle_secrets.token, actor=_user_or_none(actor), bundle=(issued.record, data), first=True
+        )
+    else:
+        attach(link, issued.record, data)
     bundle = IssuedBundle(link=link, token=bundle_secrets.token, password=bundle_secrets.password)
     return _Signed(certificate=issued, bundle=bundle)
 

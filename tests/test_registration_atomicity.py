@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -35,9 +36,10 @@ STEPS = {
     "certificate row": (Certificate.objects, "create"),
     "signing": (device_services, "sign_certificate"),
     "certificate record": (device_services, "record_certificate"),
-    "activation": (device_services, "_activate"),
+    "audit event": (device_services, "record"),
     "bundle": (device_services, "package"),
-    "link and files": (device_services, "attach"),
+    "link and files": (device_services, "open_link"),
+    "link row": (DownloadLink.objects, "create"),
     "bundle files": (delivery, "write_atomically"),
 }
 
@@ -120,3 +122,38 @@ def _body_digest(body: dict[str, str]) -> str:
     from devices.idempotency import _request_digest
 
     return _request_digest(body)
+
+
+def test_a_bundle_carries_the_certificate_recorded_after_a_serial_collision(
+    operator_api: APIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bundle is built before the transaction; should another process record the same
+    # serial meanwhile, the certificate is signed again and the bundle must carry that one.
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from pki.profiles import KeyType
+    from tests.helpers import open_bundle
+
+    fresh = x509.random_serial_number()
+    real_record = pki_services.record_certificate
+
+    def another_process_records_the_serial_first(
+        signed: pki_services.SignedCertificate, *, device_id: uuid.UUID | None = None
+    ) -> pki_services.IssuedCertificate:
+        monkeypatch.setattr(x509, "random_serial_number", lambda: signed.certificate.serial_number)
+        pki_services.record_certificate(pki_services.sign_certificate("another", key_type=KeyType.EC_P256))
+        monkeypatch.setattr(x509, "random_serial_number", lambda: fresh)
+        return real_record(signed, device_id=device_id)
+
+    monkeypatch.setattr(device_services, "record_certificate", another_process_records_the_serial_first)
+
+    answer = operator_api.post("/register", {"name": "collided"}, format="json").json()
+
+    recorded = Certificate.objects.get(device_id=answer["id"])
+    assert recorded.serial_number == fresh
+    files = open_bundle(operator_api, answer)
+    bundled = x509.load_pem_x509_certificate(files["device.crt"])
+    assert bundled.serial_number == fresh
+    assert files["device.crt"].decode() == recorded.pem
+    assert load_pem_private_key(files["device.key"], None).public_key() == bundled.public_key()
