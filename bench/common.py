@@ -21,8 +21,13 @@ def setup_django(ca_key_type: str | None = "rsa3072") -> Path:
     """Configure a fresh portal in a temp DATA_DIR, migrate it and create its CA.
 
     `ca_key_type` None leaves the choice to `init_ca` (the product default, RSA-3072).
+    The database is SQLite in the DATA_DIR, or, with BENCH_DATABASE_URL naming a PostgreSQL
+    server (`postgres://postgres@127.0.0.1:5432/postgres`), a throw-away database created
+    there and dropped when the benchmark ends.
     """
     data_dir = Path(tempfile.mkdtemp(prefix="onboarding-bench-"))
+    if os.environ.get("BENCH_DATABASE_URL"):
+        os.environ["DATABASE_URL"] = throwaway_postgres_database(os.environ["BENCH_DATABASE_URL"])
     os.environ.update(
         {
             "DJANGO_SETTINGS_MODULE": "onboarding.settings",
@@ -49,6 +54,33 @@ def setup_django(ca_key_type: str | None = "rsa3072") -> Path:
     return data_dir
 
 
+def throwaway_postgres_database(server_url: str) -> str:
+    """Create an empty database on the server and return its URL; it is dropped at exit."""
+    import atexit
+    import secrets
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    name = f"onboarding_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        from django.db import connections
+
+        connections.close_all()
+        with psycopg.connect(server_url, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    atexit.register(drop)
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+
+
+def database_label() -> str:
+    return "PostgreSQL" if os.environ.get("DATABASE_URL", "").startswith("postgres") else "SQLite"
+
+
 def timed(function: Callable[[], Any], repeat: int = 1) -> list[float]:
     samples = []
     for _ in range(repeat):
@@ -66,6 +98,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         # 1-minute load when the run ended: above the core count, other work shared the machine.
         "load_average_1min": os.getloadavg()[0],
+        "database": database_label(),
     }
 
 

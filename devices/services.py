@@ -107,7 +107,7 @@ def get_device(device_id: str | uuid.UUID) -> Device:
     except ValueError:
         raise DeviceNotFound(f"No device has the id '{device_id}': device ids are UUIDs.") from None
     try:
-        return Device.objects.with_certificates().get(pk=key)
+        return Device.objects.get_with_current_certificate(key)
     except Device.DoesNotExist:
         raise DeviceNotFound(f"No device has the id {key}.") from None
 

@@ -144,7 +144,7 @@ MIDDLEWARE = [
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "accounts.backends.ModelPermissionBackend",
 ]
 
 ROOT_URLCONF = "onboarding.urls"

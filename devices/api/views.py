@@ -25,6 +25,7 @@ from devices.api.serializers import (
     RegistrationSerializer,
     ReissueRequestSerializer,
     RevokeRequestSerializer,
+    device_representation,
 )
 from devices.delivery import IssuedBundle
 from devices.models import Device
@@ -44,7 +45,7 @@ def _bundle(bundle: IssuedBundle) -> dict[str, Any]:
 
 def _credentials(registration: services.Registration) -> dict[str, Any]:
     """The device, its certificate and its new bundle: the one answer that carries the password."""
-    data = dict(DeviceSerializer(registration.device).data)
+    data = device_representation(registration.device)
     issued = registration.issued
     data["certificate_pem"] = (
         issued.certificate.public_bytes(serialization.Encoding.PEM).decode() if issued else None
@@ -126,7 +127,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
         responses={200: DeviceSerializer, **error_responses(401, 403, 404)},
     )
     def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(DeviceSerializer(self.get_object()).data)
+        return Response(device_representation(self.get_object()))
 
     @extend_schema(
         summary="Register a device",
