@@ -19,7 +19,7 @@ import datetime as dt
 import itertools
 import sys
 
-from bench.common import mean, report, setup_django, timed
+from bench.common import crypto_floor, mean, report, setup_django, timed
 
 SAMPLES = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 
@@ -35,10 +35,8 @@ def main() -> None:
     from rest_framework.test import APIClient
 
     from accounts.services import create_api_token
-    from devices.bundles import BundleContents, build_bundle, new_bundle_password
     from pki.keystore import get_ca
-    from pki.lint import lint_certificate
-    from pki.profiles import KeyType, private_key_pem
+    from pki.profiles import KeyType
 
     authority = get_ca()
     now = dt.datetime.now(dt.UTC)
@@ -87,30 +85,8 @@ def main() -> None:
     finally:
         KeyType.generate = original  # type: ignore[method-assign]
 
-    # The fixed cryptographic costs, each alone, on the certificate and key of the last run.
-    from pki.models import Certificate
-
-    newest = Certificate.objects.filter(device__isnull=False).latest("created_at")
-    certificate = x509.load_pem_x509_certificate(newest.pem.encode())
-    contents = BundleContents(
-        device_id=newest.common_name, device_name="bench", certificate_pem=newest.pem.encode(),
-        ca_certificate_pem=authority.certificate_pem, private_key_pem=private_key_pem(keys[0]),
-        broker_host="broker.example", broker_port=8883,
-        topics=[{"filter": f"devices/{newest.common_name}/#", "access": "readwrite"}],
-        serial=newest.serial, not_after=newest.not_after.isoformat(),
-    )  # fmt: skip
-    bundle = timed(lambda: build_bundle(contents, new_bundle_password()), repeat=SAMPLES)
-    lint = timed(lambda: lint_certificate(certificate), repeat=SAMPLES)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(certificate.subject)
-        .issuer_name(authority.certificate.subject)
-        .public_key(keys[0].public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=365))
-    )
-    signature = timed(lambda: builder.sign(authority.private_key, hashes.SHA256()), repeat=SAMPLES)
+    # The fixed cryptographic costs, each alone, with the key of the first sample.
+    floor = crypto_floor(private_key=keys[0], samples=SAMPLES)
 
     rows = [
         {
@@ -121,10 +97,7 @@ def main() -> None:
             "portal_without_keygen_ms": mean(without_keygen) * 1000,
             "auditlog_ms": (mean(with_history) - mean(without_history)) * 1000,
             "auditlog_share": 1 - mean(without_history) / mean(with_history),
-            "bundle_ms": mean(bundle) * 1000,
-            "lint_ms": mean(lint) * 1000,
-            "ca_signature_ms": mean(signature) * 1000,
-            "crypto_floor_ms": (mean(bundle) + mean(lint) + mean(signature)) * 1000,
+            **floor,
         }
     ]
     row = rows[0]

@@ -81,6 +81,57 @@ def database_label() -> str:
     return "PostgreSQL" if os.environ.get("DATABASE_URL", "").startswith("postgres") else "SQLite"
 
 
+def crypto_floor(private_key: Any = None, samples: int = 100) -> dict[str, float]:
+    """What one registration must compute whatever the code around it, each step timed alone
+    (mean ms): the WinZip-AES bundle (PBKDF2, 1000 rounds per file, fixed by the format; one
+    file fewer for a CSR, `private_key` None), the RFC 5280 lint, and the CA's signature.
+    Needs a configured portal (`setup_django`)."""
+    import datetime as dt
+    import uuid
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from django.conf import settings
+
+    from devices.bundles import BundleContents, build_bundle, new_bundle_password
+    from pki.keystore import get_ca
+    from pki.lint import lint_certificate
+    from pki.profiles import SIGNATURE_HASH, CertificateRequest, end_entity_builder, private_key_pem
+
+    authority = get_ca()
+    now = dt.datetime.now(dt.UTC)
+    device_id = str(uuid.uuid4())
+    request = CertificateRequest(
+        common_name=device_id,
+        public_key=(private_key or ec.generate_private_key(ec.SECP256R1())).public_key(),
+        serial=x509.random_serial_number(),
+        not_before=now,
+        not_after=now + dt.timedelta(days=365),
+        crl_url=settings.CRL_URL,
+    )
+    builder = end_entity_builder(request, authority.certificate)
+    certificate = builder.sign(authority.private_key, SIGNATURE_HASH)
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    contents = BundleContents(
+        device_id=device_id, device_name="bench", certificate_pem=pem,
+        ca_certificate_pem=authority.certificate_pem,
+        private_key_pem=private_key_pem(private_key) if private_key is not None else None,
+        broker_host="broker.example", broker_port=8883,
+        topics=[{"filter": f"devices/{device_id}/#", "access": "readwrite"}],
+        serial="01", not_after=certificate.not_valid_after_utc.isoformat(),
+    )  # fmt: skip
+    bundle = mean(timed(lambda: build_bundle(contents, new_bundle_password()), repeat=samples))
+    lint = mean(timed(lambda: lint_certificate(certificate), repeat=samples))
+    signature = mean(timed(lambda: builder.sign(authority.private_key, SIGNATURE_HASH), repeat=samples))
+    return {
+        "bundle_ms": bundle * 1000,
+        "lint_ms": lint * 1000,
+        "ca_signature_ms": signature * 1000,
+        "crypto_floor_ms": (bundle + lint + signature) * 1000,
+    }
+
+
 def timed(function: Callable[[], Any], repeat: int = 1) -> list[float]:
     samples = []
     for _ in range(repeat):
