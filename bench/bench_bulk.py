@@ -1,10 +1,10 @@
 """Bulk registration through `onboard bulk-register` against a gunicorn-served portal.
 
-The portal (bench.server: gunicorn, 2 gthread workers, SQLite, RSA-3072 CA, tasks in process)
-generates every device key itself: RSA-2048, the product default (the CSV leaves key_type
-empty). The CLI runs as an operator runs it: a profile saved with `onboard configure` (in a
-private XDG_CONFIG_HOME), then `onboard --json bulk-register FILE.csv --out RESULTS.csv`,
-timed from start to exit.
+The portal (bench.server: gunicorn, 2 gthread workers, SQLite or BENCH_DATABASE_URL,
+RSA-3072 CA, tasks in process) generates every device key itself: RSA-2048, the product
+default (the CSV leaves key_type empty). The CLI runs as an operator runs it: a profile
+saved with `onboard configure` (in a private XDG_CONFIG_HOME), then `onboard --json
+bulk-register FILE.csv --out RESULTS.csv`, timed from start to exit.
 
 Raw limit, measured in the same run (half the samples before the bulk run, half after):
 `cryptography` generating an RSA-2048 key plus the CA signing one certificate for it, times

@@ -1,4 +1,5 @@
-"""Shared set-up for the benchmarks: a throw-away portal (SQLite, its own CA) in a temp dir."""
+"""Shared set-up for the benchmarks: a throw-away portal (its own CA; SQLite, or a throw-away PostgreSQL
+database with BENCH_DATABASE_URL) in a temp dir."""
 
 from __future__ import annotations
 
