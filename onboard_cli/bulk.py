@@ -29,6 +29,23 @@ RESULT_COLUMNS = [
     "error",
 ]
 DONE = ("registered", "already_registered")
+#: A cell that starts with one of these is read as a formula by spreadsheet programs: a device
+#: name such as `=HYPERLINK(...)` would run when an operator opens the results (CSV injection).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """The value, with a leading ' if a spreadsheet would run it as a formula (OWASP's advice):
+    shown as the text it is. Ids, links, passwords and dates never start that way."""
+    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
+def safe_row(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    return {column: spreadsheet_safe(row.get(column, "")) for column in columns}
+
+
 # The portal's own rule for names: one line, no control characters, no outer spaces.
 SINGLE_LINE = re.compile(
     r"^[^\s\x00-\x1f\x7f-\x9f\u2028\u2029](?:[^\x00-\x1f\x7f-\x9f\u2028\u2029]*[^\s\x00-\x1f\x7f-\x9f\u2028\u2029])?$"
@@ -150,7 +167,7 @@ class ResultWriter:
 
     def write(self, result: dict[str, Any]) -> None:
         with self._lock:
-            self._writer.writerow({column: result.get(column, "") for column in RESULT_COLUMNS})
+            self._writer.writerow(safe_row(result, RESULT_COLUMNS))
             self._handle.flush()
 
     def close(self) -> None:

