@@ -38,7 +38,12 @@ def on_login_failed(
 
 
 @receiver(otp_verification_failed)
-def on_admin_otp_failed(sender: Any, user: Any, **kwargs: Any) -> None:
-    """A right password with a wrong second factor on the admin's sign-in form (django-otp's
-    form sends no request, so no address); the portal records its own, with the address."""
-    record(AuditAction.LOGIN_OTP_FAILED, actor=user, form="admin")
+def on_otp_failed(sender: Any, user: Any, **kwargs: Any) -> None:
+    """A wrong second factor on a django-otp form that does not audit itself (django-otp sends
+    no request, so no address). The admin's form (accounts.forms.AdminLoginForm) and the
+    portal's sign-in record their own, with the address."""
+    from accounts.forms import AdminLoginForm
+
+    if isinstance(sender, type) and issubclass(sender, AdminLoginForm):
+        return
+    record(AuditAction.LOGIN_OTP_FAILED, actor=user, form=getattr(sender, "__name__", "django-otp"))

@@ -3,12 +3,14 @@ from django.urls import include, path
 from django_otp.admin import OTPAdminSite
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts.forms import AdminLoginForm
 from devices.api.urls import original_paths
 from devices.views import DownloadView
 from onboarding import health, metrics, views
 
 # Every admin login needs a second factor: the admin site only admits OTP-verified staff.
 admin.site.__class__ = OTPAdminSite
+admin.site.login_form = AdminLoginForm
 
 handler400 = "onboarding.api.bad_request"
 handler404 = "onboarding.api.not_found"

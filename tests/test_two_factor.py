@@ -110,3 +110,18 @@ def test_repeated_failures_lock_out_that_user_from_that_address(staff: Any, make
     device.last_t = -1
     device.save()
     assert admin_login(colleague, current_code(device), device).status_code == 302
+
+
+def test_a_wrong_code_on_the_admin_form_is_audited_with_the_address(staff: Any) -> None:
+    from audit.models import AuditEvent
+
+    device = TOTPDevice.objects.get(user=staff)
+    wrong = f"{(int(current_code(device)) + 1) % 10**6:06d}"
+    client = Client(REMOTE_ADDR="198.51.100.7")
+    assert admin_login(client, wrong, device).status_code == 200
+    failures = AuditEvent.objects.filter(action="login.otp_failed")
+    assert failures.count() == 1  # once, not also by django-otp's signal
+    failure = failures.get()
+    assert failure.actor == staff
+    assert failure.address == "198.51.100.7"
+    assert failure.detail.get("form") == "admin"
