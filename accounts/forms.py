@@ -12,7 +12,7 @@ from audit.services import record
 from onboarding.addresses import client_address
 
 
-class AdminLoginForm(OTPAdminAuthenticationForm):
+class AdminLoginForm(OTPAdminAuthenticationForm):  # type: ignore[misc]  # django-otp is untyped
     """A right password with a wrong TOTP or backup code is recorded here, where the request
     (and so the client's address, by the trusted-proxy rule) is known; django-otp's own
     `otp_verification_failed` signal carries no request."""
