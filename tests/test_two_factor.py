@@ -125,3 +125,20 @@ def test_a_wrong_code_on_the_admin_form_is_audited_with_the_address(staff: Any) 
     assert failure.actor == staff
     assert failure.address == "198.51.100.7"
     assert failure.detail.get("form") == "admin"
+
+
+def test_wrong_codes_on_the_admin_form_lock_out_that_user_from_that_address(staff: Any) -> None:
+    # As wrong passwords do (django-axes), and as on the portal's sign-in.
+    from django.conf import settings
+
+    device = TOTPDevice.objects.get(user=staff)
+    attacker = Client(REMOTE_ADDR="192.0.2.67")
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        wrong = f"{(int(current_code(device)) + 1) % 10**6:06d}"
+        admin_login(attacker, wrong, device)
+        device.refresh_from_db()
+        device.throttling_failure_count = 0  # django-otp's own per-device delay, not under test
+        device.throttling_failure_timestamp = None
+        device.save()
+    assert admin_login(attacker, current_code(device), device).status_code in {403, 429}
+    assert attacker.get("/admin/").status_code == 302

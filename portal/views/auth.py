@@ -32,6 +32,7 @@ from django_otp import devices_for_user, user_has_device, verify_token
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accounts.forms import second_factor_failed
 from audit.models import AuditAction
 from audit.services import record
 from onboarding.addresses import client_address
@@ -70,10 +71,7 @@ def _finish_sign_in(request: HttpRequest, user: User, device: Any, pending: dict
 
 
 def _second_factor_failed(request: HttpRequest, user: User) -> None:
-    record(AuditAction.LOGIN_OTP_FAILED, actor=user, address=client_address(request), form="portal")
-    AxesProxyHandler.user_login_failed(
-        sender=__name__, credentials={"username": user.get_username()}, request=request
-    )
+    second_factor_failed(request, user, form="portal")
     if getattr(request, "axes_locked_out", False):
         request.session.pop(PENDING, None)
 
