@@ -384,3 +384,41 @@ def test_a_burst_of_changes_gives_a_handful_of_broker_syncs_and_the_last_state_w
     windows = burst / settings.BROKER_SYNC_DEBOUNCE_SECONDS + 2
     assert 1 <= syncs <= windows, (syncs, burst)
     assert syncs < 40
+
+
+def test_the_portal_shows_a_registration_pending_then_active_behind_a_real_worker(
+    queue: redis.Redis, ca: CertificateAuthority, verified_login: Any
+) -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from devices.models import DeviceStatus
+    from portal.views.devices import PENDING_NOTE
+    from tests.portal_support import hidden
+    from tests.test_portal_views import hidden_text
+
+    operator = verified_login(
+        Client(), User.objects.create_superuser("portal-operator", password="a-long-test-password")
+    )
+    form = operator.get("/portal/devices/register/").content.decode()
+    fields = {"name": "via-portal", "hardware_id": "", "key_type": "ec-p256", "metadata": "", "csr": ""}
+    answer = operator.post("/portal/devices/register/", {**fields, "submission": hidden(form, "submission")})
+
+    # No worker yet: the operator has the password and link at once, and sees the device wait.
+    assert answer.status_code == 303
+    shown = operator.get(answer["Location"]).content.decode()
+    assert PENDING_NOTE.split(":")[0] in shown
+    password, url = hidden_text(shown, "bundle-password"), hidden_text(shown, "download-url")
+    device = Device.objects.get(name="via-portal")
+    assert device.status == DeviceStatus.PENDING
+    assert "Being provisioned" in operator.get(f"/portal/devices/{device.id}/").content.decode()
+    assert Client().get(urlsplit(url).path).status_code == 409  # not ready, and not used up
+
+    with celery_worker():
+        wait_for(lambda: Device.objects.get(pk=device.pk).status == DeviceStatus.ACTIVE, what="active")
+
+    detail = operator.get(f"/portal/devices/{device.id}/").content.decode()
+    certificate = Certificate.objects.get(device=device)
+    assert "Being provisioned" not in detail and certificate.serial in detail
+    files = open_bundle(Client(), {"download_url": url, "bundle_password": password})
+    assert files["device.crt"] == certificate.pem.encode()
