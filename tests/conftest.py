@@ -14,6 +14,15 @@ from pki.profiles import KeyType
 from pki.services import initialize_ca
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Django's advice for test suites: a fast password hasher. Production keeps Django's
+    # PBKDF2 (1,000,000 rounds, about 0.3 s per hash here), which every user the tests make
+    # paid for. The slow hashers stay listed, so any hash they made still verifies.
+    # override_settings (not an assignment) tells Django's cached hasher list to reset.
+    fast_first = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
+    override_settings(PASSWORD_HASHERS=fast_first).enable()
+
+
 @pytest.fixture(scope="session")
 def session_ca_root(tmp_path_factory: pytest.TempPathFactory, django_db_setup, django_db_blocker) -> Path:
     """One EC P-256 CA for the whole run, in its own directory."""
