@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from broker.services import sync_broker
 from pki.keystore import CertificateAuthority
+from pki.services import publish_crl
 
 
 @pytest.fixture
@@ -20,6 +21,9 @@ def synced(ca: CertificateAuthority, tmp_path: Path, settings: Any) -> None:
     settings.BROKER_ACL_FILE = tmp_path / "mosquitto.acl"
     settings.BROKER_CRL_FILE = tmp_path / "mosquitto-crl.pem"
     settings.BROKER_PROBE_DIR = tmp_path / "no-probe"
+    # A CRL dated now: an earlier test may have left the session CA a CRL it published while
+    # travelling in time, whose nextUpdate would outlast the stale-CRL test's jump.
+    publish_crl()
     sync_broker()
 
 
