@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 import json
 import os
 import resource
@@ -28,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import mean, report, timed
+from bench.common import mean, raw_keygen_and_sign, report, timed
 from bench.server import served_portal
 
 TARGET_RATIO = 1.2
@@ -40,35 +39,6 @@ def onboard_command() -> list[str]:
     if script.exists():
         return [str(script)]
     return [sys.executable, "-c", "from onboard_cli.main import entry_point; entry_point()"]
-
-
-def raw_keygen_and_sign(samples: int) -> list[float]:
-    """RSA-2048 key generation plus one signature by the portal's own CA key, per device."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    from pki.keystore import get_ca
-
-    authority = get_ca()
-    now = dt.datetime.now(dt.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "raw")])
-
-    def once() -> None:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(authority.certificate.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=365))
-            .sign(authority.private_key, hashes.SHA256())
-        )
-
-    return timed(once, repeat=samples)
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -87,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-bulk-"))
     try:
         with served_portal() as portal:
-            raw = raw_keygen_and_sign(args.raw_samples // 2)
+            raw = timed(raw_keygen_and_sign, repeat=args.raw_samples // 2)
             rows = work / "devices.csv"
             with rows.open("w", newline="") as handle:
                 writer = csv.writer(handle)
@@ -121,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             cli_cpu = (cli_cpu_after.ru_utime + cli_cpu_after.ru_stime) - (
                 cli_cpu_before.ru_utime + cli_cpu_before.ru_stime
             )
-            raw += raw_keygen_and_sign(args.raw_samples - args.raw_samples // 2)
+            raw += timed(raw_keygen_and_sign, repeat=args.raw_samples - args.raw_samples // 2)
         # gunicorn was waited for when the portal stopped: its CPU time is what the children's
         # grew by since the CLI ended.
         server_usage = resource.getrusage(resource.RUSAGE_CHILDREN)

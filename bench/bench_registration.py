@@ -15,11 +15,10 @@ Their sum is the floor of the own cost; the rest is Django, the database and the
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import sys
 
-from bench.common import crypto_floor, mean, report, setup_django, timed
+from bench.common import crypto_floor, mean, raw_keygen_and_sign, report, setup_django, timed
 
 SAMPLES = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 
@@ -27,33 +26,12 @@ SAMPLES = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 def main() -> None:
     setup_django(ca_key_type="rsa3072")
     from auditlog.context import disable_auditlog
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
     from django.contrib.auth.models import User
     from rest_framework.test import APIClient
 
     from accounts.services import create_api_token
-    from pki.keystore import get_ca
     from pki.profiles import KeyType
-
-    authority = get_ca()
-    now = dt.datetime.now(dt.UTC)
-
-    def raw_once() -> None:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "raw")])
-        (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(authority.certificate.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=365))
-            .sign(authority.private_key, hashes.SHA256())
-        )
 
     client = APIClient()
     user = User.objects.create_superuser("bench", password="bench-password-long")  # noqa: S106 - throw-away
@@ -69,7 +47,7 @@ def main() -> None:
     # falls on both alike (measured one after the other, the ratio moved by 0.5 between runs).
     raw, portal = [], []
     for _ in range(SAMPLES):
-        raw += timed(raw_once)
+        raw += timed(raw_keygen_and_sign)
         portal += timed(register_once)
 
     keys = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(SAMPLES)]

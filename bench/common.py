@@ -82,6 +82,33 @@ def database_label() -> str:
     return "PostgreSQL" if os.environ.get("DATABASE_URL", "").startswith("postgres") else "SQLite"
 
 
+def raw_keygen_and_sign() -> None:
+    """The raw limit of a registration with a server key: `cryptography` generating an RSA-2048
+    key and the portal's CA signing one certificate for it. Needs `setup_django`."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    from pki.keystore import get_ca
+
+    authority = get_ca()
+    now = dt.datetime.now(dt.UTC)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "raw")]))
+        .issuer_name(authority.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=365))
+        .sign(authority.private_key, hashes.SHA256())
+    )
+
+
 def crypto_floor(private_key: Any = None, samples: int = 100) -> dict[str, float]:
     """What one registration must compute whatever the code around it, each step timed alone
     (mean ms): the WinZip-AES bundle (PBKDF2, 1000 rounds per file, fixed by the format; one

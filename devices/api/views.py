@@ -170,11 +170,8 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
         payload = RevokeRequestSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         reason = RevocationReason.parse(payload.validated_data.get("reason"))
-        return Response(
-            DeviceSerializer(
-                services.revoke_device(device, reason, actor=request.user, address=client_address(request))
-            ).data
-        )
+        revoked = services.revoke_device(device, reason, actor=request.user, address=client_address(request))
+        return Response(device_representation(revoked))
 
     @extend_schema(
         summary="Re-issue a device's certificate (rotation)",
