@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -143,8 +144,11 @@ class ControlSession:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def run(self, commands: list[dict[str, Any]], timeout: float = 30.0) -> list[dict[str, Any]]:
-        """Send commands in one message; return their responses (raise on any error)."""
+    def run(
+        self, commands: list[dict[str, Any]], timeout: float = 30.0, *, check: bool = True
+    ) -> list[dict[str, Any]]:
+        """Send commands in one message; return their responses in the commands' order (with
+        `check`, raise on any error; without, errors are answers like the others)."""
         if not commands:
             return []
         tagged = [{**command, "correlationData": uuid.uuid4().hex} for command in commands]
@@ -156,8 +160,17 @@ class ControlSession:
             )
             if not done:
                 raise DynsecError("the broker did not answer the dynamic-security commands in time")
-            answers = [response for response in self._responses if response.get("correlationData") in wanted]
-            self._responses = [response for response in self._responses if response not in answers]
+            by_tag = {
+                response["correlationData"]: response
+                for response in self._responses
+                if response.get("correlationData") in wanted
+            }
+            self._responses = [
+                response for response in self._responses if response.get("correlationData") not in wanted
+            ]
+        answers = [by_tag[command["correlationData"]] for command in tagged]
+        if not check:
+            return answers
         failures = [f"{answer['command']}: {answer['error']}" for answer in answers if answer.get("error")]
         if failures:
             raise DynsecError("; ".join(failures))
@@ -176,41 +189,112 @@ def control_session(certificate: str, key: str, password: bytes, ca_file: str) -
         session.close()
 
 
-def plan(
-    existing_clients: set[str], existing_roles: set[str], active: set[str], rules: dict[str, list[ExtraRule]]
-) -> list[dict[str, Any]]:
-    """The commands that make the broker's clients and roles what the database says (pure)."""
+AclKey = tuple[str, str, bool, int]
+
+
+@dataclass(frozen=True)
+class Held:
+    """What the broker holds for one device: its client's roles (None: no client) and the ACLs
+    of those of the device's own roles (`device-<id>`, `rules-<id>`) that exist."""
+
+    client_roles: frozenset[str] | None
+    roles: dict[str, frozenset[AclKey]]
+
+
+def acl_keys(acls: list[dict[str, Any]]) -> frozenset[AclKey]:
+    """ACLs as comparable keys (the broker answers with the priority always set, 0 by default)."""
+    return frozenset(
+        (acl["acltype"], acl["topic"], bool(acl["allow"]), int(acl.get("priority", 0))) for acl in acls
+    )
+
+
+def role_names(device_id: str) -> tuple[str, str]:
+    return DEVICE_ROLE_PREFIX + device_id, RULES_ROLE_PREFIX + device_id
+
+
+def inspect(device_id: str) -> list[dict[str, Any]]:
+    """The three read-only commands that tell what the broker holds for a device (`held`)."""
+    device_role_name, rules_role_name = role_names(device_id)
+    return [
+        {"command": "getClient", "username": device_id},
+        {"command": "getRole", "rolename": device_role_name},
+        {"command": "getRole", "rolename": rules_role_name},
+    ]
+
+
+def held(answers: list[dict[str, Any]]) -> Held:
+    """`Held` from the answers to `inspect`'s commands, in their order ("not found" is absence)."""
+    client_answer, *role_answers = answers
+    client = client_answer.get("data", {}).get("client")
+    roles = {
+        answer["data"]["role"]["rolename"]: acl_keys(answer["data"]["role"].get("acls", []))
+        for answer in role_answers
+        if not answer.get("error")
+    }
+    client_roles = None if client is None else frozenset(role["rolename"] for role in client.get("roles", []))
+    return Held(client_roles=client_roles, roles=roles)
+
+
+def wanted_roles(device_id: str, active: bool, rules: list[ExtraRule]) -> list[dict[str, Any]]:
+    """The roles an active device must hold, in the order of their priority (rules outrank)."""
+    if not active:
+        return []
+    return [device_role(device_id)] + ([rules_role(device_id, rules)] if rules else [])
+
+
+def plan_device(device_id: str, there: Held, active: bool, rules: list[ExtraRule]) -> list[dict[str, Any]]:
+    """The commands that make what the broker holds for one device what the database says (pure).
+
+    A revoked device loses its client: `deleteClient` ends its live session at once. Its roles
+    grant nothing without a client, and each command makes Mosquitto 2.0's plugin rewrite its
+    whole file, so they are left for the next full sync, which finds them without a client and
+    deletes them. A role whose ACLs differ from the database is deleted and created again.
+    """
     commands: list[dict[str, Any]] = []
-    devices_there = {name for name in existing_clients if DEVICE_ID.match(name)}
-    for device_id in sorted(devices_there - active):
-        # deleteClient also ends the device's live session at once.
-        commands.append({"command": "deleteClient", "username": device_id})
-    for role in sorted(existing_roles):
-        device_id = role.removeprefix(DEVICE_ROLE_PREFIX).removeprefix(RULES_ROLE_PREFIX)
-        if role.startswith((DEVICE_ROLE_PREFIX, RULES_ROLE_PREFIX)) and (
-            device_id not in active or role.startswith(RULES_ROLE_PREFIX)
-        ):
-            commands.append({"command": "deleteRole", "rolename": role})
-    for device_id in sorted(active - devices_there):
-        if DEVICE_ROLE_PREFIX + device_id not in existing_roles:
-            commands.append({"command": "createRole", **device_role(device_id)})
-        commands.append(
-            {
-                "command": "createClient",
-                "username": device_id,
-                "roles": [{"rolename": DEVICE_ROLE_PREFIX + device_id}],
-            }
-        )
-    # Rule roles are rebuilt on every sync, so a changed or removed rule is never left behind.
-    for device_id in sorted(set(rules) & active):
-        rule_role = rules_role(device_id, rules[device_id])
-        commands.append({"command": "createRole", **rule_role})
-        commands.append(
-            {
-                "command": "addClientRole",
-                "username": device_id,
-                "rolename": rule_role["rolename"],
-                "priority": 1,
-            }
-        )
+    if not active and there.client_roles is not None:
+        return [{"command": "deleteClient", "username": device_id}]
+    wanted = {role["rolename"]: role for role in wanted_roles(device_id, active, rules)}
+    created = set()
+    for name, acls in sorted(there.roles.items()):
+        if name not in wanted or acls != acl_keys(wanted[name]["acls"]):
+            commands.append({"command": "deleteRole", "rolename": name})
+    for name, role in wanted.items():
+        if name not in there.roles or there.roles[name] != acl_keys(role["acls"]):
+            commands.append({"command": "createRole", **role})
+            created.add(name)
+    if not active:
+        return commands
+    priorities = {name: 1 if name.startswith(RULES_ROLE_PREFIX) else 0 for name in wanted}
+    if there.client_roles is None:
+        roles = [{"rolename": name, "priority": priorities[name]} for name in wanted]
+        commands.append({"command": "createClient", "username": device_id, "roles": roles})
+        return commands
+    for name in there.client_roles - set(wanted) - set(there.roles):
+        # A role someone else gave the client (deleted roles of the device's own leave it anyway).
+        commands.append({"command": "removeClientRole", "username": device_id, "rolename": name})
+    for name in wanted:
+        if name in created or name not in there.client_roles:
+            commands.append(
+                {
+                    "command": "addClientRole",
+                    "username": device_id,
+                    "rolename": name,
+                    "priority": priorities[name],
+                }
+            )
     return commands
+
+
+def suspects(
+    existing_clients: set[str], existing_roles: set[str], active: set[str], with_rules: set[str]
+) -> set[str]:
+    """The devices a full sync must look at closely: those whose client or roles, by name, are not
+    what the database says, and every device with rules (their ACLs must be compared)."""
+    clients = {name for name in existing_clients if DEVICE_ID.match(name)}
+    device_roles, rules_roles = set(), set()
+    for role in existing_roles:
+        if role.startswith(DEVICE_ROLE_PREFIX):
+            device_roles.add(role.removeprefix(DEVICE_ROLE_PREFIX))
+        elif role.startswith(RULES_ROLE_PREFIX):
+            rules_roles.add(role.removeprefix(RULES_ROLE_PREFIX))
+    return (clients ^ active) | (device_roles ^ active) | rules_roles | (with_rules & active)

@@ -57,9 +57,18 @@ class BrokerSync(models.Model):
     synced_at = models.DateTimeField(auto_now_add=True, db_index=True)
     acl_sha256 = models.CharField(max_length=64)
     crl_number = models.PositiveBigIntegerField(null=True)
-    revoked_devices = models.PositiveIntegerField()
-    extra_rules = models.PositiveIntegerField()
-    reloaded = models.BooleanField()
+    revoked_devices = models.PositiveIntegerField(
+        help_text="Devices denied their topics (of the changed devices, for a change)."
+    )
+    extra_rules = models.PositiveIntegerField(
+        help_text="Extra rules given (of the changed devices, for a change)."
+    )
+    changed_devices = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Devices a change brought in step; empty for a full sync."
+    )
+    reloaded = models.BooleanField(
+        help_text="The broker was told to reload, or needed no reload (its CRL was already current)."
+    )
 
     class Meta:
         ordering = ["-synced_at"]

@@ -14,16 +14,18 @@ import os
 import shlex
 import signal
 import subprocess
-from collections.abc import Iterator
+import uuid
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography import x509
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from broker import dynsec
@@ -35,7 +37,7 @@ from onboarding.fs import write_atomically
 from onboarding.locks import exclusive_lock
 from pki.errors import CRLPublicationError
 from pki.keystore import get_ca, keystore
-from pki.models import Certificate, CertificatePurpose
+from pki.models import Certificate, CertificatePurpose, CertificateStatus
 from pki.services import check_crl, crl_path, crl_refresh_due, publish_crl
 
 logger = logging.getLogger(__name__)
@@ -56,14 +58,31 @@ class BrokerState:
     active_device_ids: list[str] | None = None
 
 
-def active_device_ids() -> list[str]:
+def _among(queryset: QuerySet[Any], field: str, values: Sequence[str]) -> Iterator[Any]:
+    """`queryset.filter(field__in=values)` in bounded IN lists (SQLite allows few parameters)."""
+    for start in range(0, len(values), 500):
+        yield from queryset.filter(**{f"{field}__in": values[start : start + 500]})
+
+
+def active_device_ids(among: Sequence[str] | None = None) -> list[str]:
+    """Devices holding a valid certificate: all of them, or those of `among` (a change)."""
+    devices = Certificate.objects.filter(purpose=CertificatePurpose.DEVICE).order_by()
+    if among is None:
+        return sorted(devices.active().values_list("common_name", flat=True).distinct())
+    # By name, then validity here: told the status too, SQLite's planner takes the
+    # (status, not_after) index and reads every valid certificate of the fleet for a few names.
+    now = timezone.now()
+    rows = _among(devices.values_list("common_name", "status", "not_after"), "common_name", among)
     return sorted(
-        Certificate.objects.filter(purpose=CertificatePurpose.DEVICE)
-        .active()
-        .order_by()
-        .values_list("common_name", flat=True)
-        .distinct()
+        {name for name, status, not_after in rows if status == CertificateStatus.ACTIVE and not_after > now}
     )
+
+
+def extra_rules(among: Sequence[str] | None = None) -> list[ExtraRule]:
+    """The rules of active devices (all, or those of `among`)."""
+    rules = AclRule.objects.filter(device__status="active").values_list("device_id", "topic_filter", "access")
+    found = rules if among is None else _among(rules, "device_id", among)
+    return [ExtraRule(str(device_id), topic_filter, access) for device_id, topic_filter, access in found]
 
 
 def desired_state(*, with_active: bool = False) -> BrokerState:
@@ -74,22 +93,27 @@ def desired_state(*, with_active: bool = False) -> BrokerState:
     # Start from the (small) revoked set and look up only those names among the valid
     # certificates: an exclusion subquery over every valid certificate grows with the fleet.
     on_crl = set(device_certificates.on_crl().order_by().values_list("common_name", flat=True).distinct())
-    still_valid: set[str] = set()
-    names = sorted(on_crl)
-    for start in range(0, len(names), 500):  # bounded IN lists (SQLite allows few parameters)
-        chunk = names[start : start + 500]
-        still_valid.update(
-            device_certificates.active().filter(common_name__in=chunk).values_list("common_name", flat=True)
-        )
-    revoked = on_crl - still_valid
-    rules = AclRule.objects.filter(device__status="active").values_list("device_id", "topic_filter", "access")
+    still_valid = set(active_device_ids(among=sorted(on_crl)))
     return BrokerState(
-        revoked_device_ids=sorted(revoked),
-        extra_rules=[
-            ExtraRule(str(device_id), topic_filter, access) for device_id, topic_filter, access in rules
-        ],
+        revoked_device_ids=sorted(on_crl - still_valid),
+        extra_rules=extra_rules(),
         active_device_ids=active_device_ids() if with_active else None,
     )
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a backend gave the broker."""
+
+    #: A digest of what the broker now holds (the ACL file; the dynamic-security clients).
+    fingerprint: str
+    crl_number: int | None
+    revoked_devices: int
+    extra_rules: int
+    #: False when the broker's CRL was already current and nothing else needs a reload.
+    needs_reload: bool = True
+    #: How many devices a change touched; None for a full sync.
+    changed_devices: int | None = None
 
 
 @dataclass(frozen=True)
@@ -107,7 +131,11 @@ class BrokerBackend(Protocol):
     #: Whether the backend needs the list of active devices in its state.
     needs_active_devices: bool
 
-    def apply(self, state: BrokerState) -> tuple[str, int | None]: ...
+    def apply(self, state: BrokerState) -> Applied: ...
+
+    def apply_changes(self, device_ids: list[str]) -> Applied:
+        """Bring the broker in step for these devices (their registration, revocation, rules)."""
+        ...
 
     def drift(self, state: BrokerState) -> list[str]: ...
 
@@ -152,6 +180,19 @@ def copy_crl_to_broker() -> int:
     return number
 
 
+def copy_crl_if_changed() -> tuple[int, bool]:
+    """The CA's current CRL's number, and whether it had to be given to the broker now (the
+    broker's copy differed); an unchanged copy is neither checked again nor rewritten."""
+    try:
+        current = crl_path().read_bytes()
+        if Path(settings.BROKER_CRL_FILE).read_bytes() == current:
+            crl = x509.load_pem_x509_crl(current)
+            return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number), False
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        pass  # copy_crl_to_broker says what is wrong
+    return copy_crl_to_broker(), True
+
+
 class MosquittoAclBackend:
     """Mosquitto with an acl_file and a crlfile, reloaded with SIGHUP (or a command)."""
 
@@ -167,12 +208,19 @@ class MosquittoAclBackend:
             raise BrokerSyncError(f"The rendered ACL failed its check ({exc}); the old ACL stays.") from None
         return text
 
-    def apply(self, state: BrokerState) -> tuple[str, int | None]:
+    def apply(self, state: BrokerState) -> Applied:
         # The CRL first and on its own: a problem with the ACL must never hold back revocations.
         number = copy_crl_to_broker()
         acl = self._render(state).encode()
         _write(Path(settings.BROKER_ACL_FILE), acl)
-        return hashlib.sha256(acl).hexdigest(), number
+        return Applied(
+            hashlib.sha256(acl).hexdigest(), number, len(state.revoked_device_ids), len(state.extra_rules)
+        )
+
+    def apply_changes(self, device_ids: list[str]) -> Applied:
+        # The ACL file is one file: a change is a full render (it grows with revocations and
+        # rules, not with the fleet: devices/{id}/# is one pattern line for every device).
+        return self.apply(desired_state())
 
     def drift(self, state: BrokerState) -> list[str]:
         found = []
@@ -187,8 +235,13 @@ class MosquittoAclBackend:
 
 
 class MosquittoDynsecBackend:
-    """Mosquitto's dynamic-security plugin: a client and a role per device, kept in step by
-    comparing the broker's clients and roles with the database on every sync."""
+    """Mosquitto's dynamic-security plugin: a client and a role per device.
+
+    A change (registration, revocation, a rule) looks at and sends commands for the devices it
+    touched only, so the portal's side of it does not grow with the fleet. The full sync (the
+    hourly reconciliation, `broker_sync`) lists every client and role and looks closely at the
+    devices whose names disagree with the database and at those with rules.
+    """
 
     name = "mosquitto_dynsec"
     grants_on_register = True
@@ -221,19 +274,68 @@ class MosquittoDynsecBackend:
         )
 
     @staticmethod
-    def _rules(state: BrokerState) -> dict[str, list[ExtraRule]]:
-        rules: dict[str, list[ExtraRule]] = {}
-        for rule in state.extra_rules:
-            rules.setdefault(rule.device_id, []).append(rule)
-        return rules
+    def _rules(rules: list[ExtraRule]) -> dict[str, list[ExtraRule]]:
+        by_device: dict[str, list[ExtraRule]] = {}
+        for rule in rules:
+            by_device.setdefault(rule.device_id, []).append(rule)
+        return by_device
 
-    def apply(self, state: BrokerState) -> tuple[str, int | None]:
+    @staticmethod
+    def _reconcile(
+        session: dynsec.ControlSession,
+        device_ids: list[str],
+        active: set[str],
+        rules: dict[str, list[ExtraRule]],
+    ) -> None:
+        """Ask what the broker holds for these devices, then send each device's commands.
+
+        One message per device: Mosquitto 2.0's plugin rewrites its whole configuration file
+        after every command that changes it, so a message's answer takes longer the larger the
+        fleet; waiting device by device keeps each wait bounded.
+        """
+        for start in range(0, len(device_ids), INSPECT_BATCH):
+            chunk = device_ids[start : start + INSPECT_BATCH]
+            answers = session.run([command for device_id in chunk for command in dynsec.inspect(device_id)],
+                                  check=False)  # fmt: skip
+            width = len(answers) // len(chunk)
+            for index, device_id in enumerate(chunk):
+                there = dynsec.held(answers[index * width : (index + 1) * width])
+                session.run(
+                    dynsec.plan_device(device_id, there, device_id in active, rules.get(device_id, []))
+                )
+
+    def apply(self, state: BrokerState) -> Applied:
         number = copy_crl_to_broker()
         active = set(state.active_device_ids or [])
+        rules = self._rules(state.extra_rules)
         with self._session() as session:
             clients, roles = self._existing(session)
-            session.run(dynsec.plan(clients, roles, active, self._rules(state)))
-        return hashlib.sha256("\n".join(sorted(active)).encode()).hexdigest(), number
+            suspects = dynsec.suspects(clients, roles, active, set(rules))
+            self._reconcile(session, sorted(suspects), active, rules)
+        return Applied(
+            hashlib.sha256("\n".join(sorted(active)).encode()).hexdigest(),
+            number,
+            len(state.revoked_device_ids),
+            len(state.extra_rules),
+        )
+
+    def apply_changes(self, device_ids: list[str]) -> Applied:
+        number, crl_changed = copy_crl_if_changed()
+        device_ids = sorted({device_id for device_id in device_ids if dynsec.DEVICE_ID.match(device_id)})
+        active = set(active_device_ids(among=device_ids))
+        rules = extra_rules(among=device_ids)
+        if device_ids:
+            with self._session() as session:
+                self._reconcile(session, device_ids, active, self._rules(rules))
+        held = "\n".join(f"{device_id} {device_id in active}" for device_id in device_ids)
+        return Applied(
+            hashlib.sha256(held.encode()).hexdigest(),
+            number,
+            revoked_devices=len(set(device_ids) - active),
+            extra_rules=len(rules),
+            needs_reload=crl_changed,
+            changed_devices=len(device_ids),
+        )
 
     def drift(self, state: BrokerState) -> list[str]:
         found = []
@@ -250,6 +352,8 @@ class MosquittoDynsecBackend:
 
 
 DYNSEC_ADMIN = "dynsec-admin"
+# Devices whose broker state one message asks for (three read-only commands each).
+INSPECT_BATCH = 200
 
 
 def get_backend() -> BrokerBackend:
@@ -286,31 +390,46 @@ def reload_broker() -> bool:
     return False
 
 
-def sync_broker(*, reload: bool = True) -> SyncResult:
-    """Render, check, write and reload, once, under the broker lock."""
+def sync_broker(*, reload: bool = True, devices: Collection[str | uuid.UUID] | None = None) -> SyncResult:
+    """Render, check, write and reload, once, under the broker lock.
+
+    With `devices`, a change: the backend may bring only those devices in step (the
+    dynamic-security backend does; the ACL file is always rendered whole). The broker reloads
+    when what it was given needs it (a new CRL, a new ACL file).
+    """
     with exclusive_lock("broker"):
         backend = get_backend()
-        state = desired_state(with_active=backend.needs_active_devices)
-        acl_sha256, crl_number = backend.apply(state)
-        reloaded = reload_broker() if reload else False
+        if devices is None:
+            applied = backend.apply(desired_state(with_active=backend.needs_active_devices))
+        else:
+            applied = backend.apply_changes([str(device_id) for device_id in devices])
+        # Without a new CRL or ACL file there is nothing to reload: the broker already enforces them.
+        reloaded = not applied.needs_reload or (reload and reload_broker())
         record = BrokerSync.objects.create(
             backend=backend.name,
-            acl_sha256=acl_sha256,
-            crl_number=crl_number,
-            revoked_devices=len(state.revoked_device_ids),
-            extra_rules=len(state.extra_rules),
+            acl_sha256=applied.fingerprint,
+            crl_number=applied.crl_number,
+            revoked_devices=applied.revoked_devices,
+            extra_rules=applied.extra_rules,
+            changed_devices=applied.changed_devices,
             reloaded=reloaded,
         )
     return SyncResult(
-        acl_sha256=acl_sha256, crl_number=crl_number, reloaded=reloaded, synced_at=record.synced_at
+        acl_sha256=applied.fingerprint,
+        crl_number=applied.crl_number,
+        reloaded=reloaded,
+        synced_at=record.synced_at,
     )
 
 
-def enforce_now(canary: SyncCanary | None = None) -> dt.datetime | None:
-    """Sync and reload the broker. With a canary revoked in the same CRL, wait until the broker
-    refuses it and return that moment: the broker is then known to enforce this CRL and the
-    ACL written with it. None when there is no broker to reload or no proof."""
-    result = sync_broker()
+def enforce_now(
+    canary: SyncCanary | None = None, devices: Collection[str | uuid.UUID] | None = None
+) -> dt.datetime | None:
+    """Sync (the `devices` changed, or all) and reload the broker. With a canary revoked in the
+    same CRL, wait until the broker refuses it and return that moment: the broker is then known
+    to enforce this CRL and the ACL written with it. None when there is no broker to reload or
+    no proof."""
+    result = sync_broker(devices=devices)
     if not result.reloaded or canary is None:
         return None
     if not wait_until_refused(canary):
@@ -327,7 +446,7 @@ def refresh_crl(*, force: bool = False) -> int | None:
     if not force and not crl_refresh_due():
         return None
     record = publish_crl()
-    sync_broker()
+    sync_broker(devices=[])  # no device's rights change: only the CRL
     return record.number
 
 
@@ -350,7 +469,7 @@ def add_acl_rule(device_id: str, topic_filter: str, access: str, *, shared: bool
         raise InvalidAclRule(messages) from None
     with transaction.atomic():
         rule.save()
-        sync_broker()  # a rule the broker cannot be given is not kept
+        sync_broker(devices=[device_id])  # a rule the broker cannot be given is not kept
     return rule
 
 

@@ -39,10 +39,10 @@ def refresh_crl_task(force: bool = False) -> int | None:
 
 
 @shared_task(name="onboarding.sync_broker")  # type: ignore[untyped-decorator]  # celery is untyped
-def sync_broker_task(prove: bool = False) -> str:
-    """Bring the broker in step with the database: after a burst of changes (debounced, with
-    proof of enforcement) and hourly (catches drift and missed reloads)."""
-    return services.sync_broker_debounced(prove=prove)
+def sync_broker_task(prove: bool = False, changes: bool = False) -> str:
+    """Bring the broker in step with the database: for the devices of a burst of changes
+    (debounced, with proof of enforcement) and, in full, hourly (catches drift and missed reloads)."""
+    return services.sync_broker_debounced(prove=prove, changes=changes)
 
 
 @shared_task(name="onboarding.cleanup_bundles")  # type: ignore[untyped-decorator]  # celery is untyped

@@ -362,7 +362,7 @@ def test_a_rule_the_broker_cannot_take_is_not_kept(
 
     device = new_device(operator_api, tmp_path, "ruled")
 
-    def broken_sync(*, reload: bool = True) -> None:
+    def broken_sync(**kwargs: Any) -> None:
         raise BrokerSyncError("the broker files could not be written")
 
     monkeypatch.setattr(broker_services, "sync_broker", broken_sync)
@@ -406,4 +406,112 @@ def test_dynsec_drift_is_reported_and_repaired(
     call_command("broker_sync", "--check", stdout=StringIO())
     client = connected(mosquitto, device)
     assert client.publish(f"devices/{device.device_id}/x") in ACCEPTED
+    client.close()
+
+
+def test_rules_changed_in_the_admin_reach_the_broker(
+    mosquitto: Broker, operator_api: APIClient, tmp_path: Path, make_user: Any, verified_login: Any
+) -> None:
+    """Added, moved to another device and deleted (the admin's bulk action) through the admin."""
+    from broker.models import AclRule
+    from tests.portal_support import signed_in
+
+    admin_client = signed_in(make_user, verified_login, None, "root", is_staff=True, is_superuser=True)
+    first_credentials = new_device(operator_api, tmp_path, "first")
+    second_credentials = new_device(operator_api, tmp_path, "second")
+    form = {"access": "write", "topic_filter": "fleet/status", "shared": ""}
+    added = admin_client.post("/admin/broker/aclrule/add/", {**form, "device": first_credentials.device_id})
+    assert added.status_code == 302
+    rule = AclRule.objects.get()
+
+    def outcome(credentials: Credentials) -> int | None:
+        """What publishing to fleet/status gives, on a fresh connection (a dynamic-security role
+        change may end the device's session)."""
+        client = connected(mosquitto, credentials)
+        try:
+            return client.publish_or_none("fleet/status", timeout=2)
+        finally:
+            client.close()
+
+    def settles(credentials: Credentials, accepted: bool) -> bool:
+        # SIGHUP is asynchronous: give the broker a moment to apply the new ACL file.
+        deadline = time.monotonic() + 3
+        while ((outcome(credentials) in ACCEPTED) != accepted) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return (outcome(credentials) in ACCEPTED) == accepted
+
+    assert settles(first_credentials, accepted=True)
+    assert settles(second_credentials, accepted=False)
+
+    moved = admin_client.post(
+        f"/admin/broker/aclrule/{rule.pk}/change/", {**form, "device": second_credentials.device_id}
+    )
+    assert moved.status_code == 302
+    assert settles(first_credentials, accepted=False)  # the device it left loses it
+    assert settles(second_credentials, accepted=True)
+
+    deleted = admin_client.post(
+        "/admin/broker/aclrule/",
+        {"action": "delete_selected", "_selected_action": [str(rule.pk)], "post": "yes"},
+    )
+    assert deleted.status_code == 302 and not AclRule.objects.exists()
+    assert settles(second_credentials, accepted=False)
+
+
+@pytest.mark.parametrize("mosquitto", ["mosquitto_dynsec"], indirect=True)
+def test_dynsec_a_change_touches_only_its_devices_and_needs_no_reload(
+    mosquitto: Broker, operator_api: APIClient, tmp_path: Path
+) -> None:
+    """A registration sends commands for the new device alone: the broker is not listed, other
+    devices are not looked at (a drifted one stays drifted until the full sync) and, with the
+    CRL unchanged, the broker is not reloaded."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from broker.models import BrokerSync
+    from broker.services import MosquittoDynsecBackend
+
+    drifted = new_device(operator_api, tmp_path, "drifted")
+    with MosquittoDynsecBackend()._session() as session:
+        session.run([{"command": "deleteClient", "username": drifted.device_id}])
+    reloads_before = mosquitto.log().count("Reloading config")
+    newcomer = new_device(operator_api, tmp_path, "newcomer")
+
+    change = BrokerSync.objects.order_by("-pk").first()
+    assert change is not None
+    assert (change.changed_devices, change.revoked_devices, change.reloaded) == (1, 0, True)
+    client = connected(mosquitto, newcomer)
+    assert client.publish(f"devices/{newcomer.device_id}/x") in ACCEPTED
+    client.close()
+    with MosquittoDynsecBackend()._session() as session:
+        answer = session.run([{"command": "getClient", "username": drifted.device_id}], check=False)
+    assert answer[0]["error"] == "Client not found"  # not repaired by somebody else's change
+    assert mosquitto.log().count("Reloading config") == reloads_before
+
+    # A revocation deletes the client (one command); the role, inert without it, stays.
+    assert operator_api.post(f"/revoke/{newcomer.device_id}").status_code == 200
+    role = f"device-{newcomer.device_id}"
+    with MosquittoDynsecBackend()._session() as session:
+        client_answer, role_answer = session.run(
+            [
+                {"command": "getClient", "username": newcomer.device_id},
+                {"command": "getRole", "rolename": role},
+            ],
+            check=False,
+        )
+    assert client_answer["error"] == "Client not found" and "error" not in role_answer
+
+    call_command("broker_sync", stdout=StringIO())  # the full sync repairs the drift, tidies the role
+    with MosquittoDynsecBackend()._session() as session:
+        (role_answer,) = session.run([{"command": "getRole", "rolename": role}], check=False)
+    assert role_answer["error"] == "Role not found"
+    full = BrokerSync.objects.order_by("-pk").first()
+    assert full is not None and full.changed_devices is None
+    deadline = time.monotonic() + 3  # and reloads (SIGHUP): the broker logs it
+    while mosquitto.log().count("Reloading config") == reloads_before:
+        assert time.monotonic() < deadline, mosquitto.log()
+        time.sleep(0.02)
+    client = connected(mosquitto, drifted)
+    assert client.publish(f"devices/{drifted.device_id}/x") in ACCEPTED
     client.close()

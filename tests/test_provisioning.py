@@ -422,3 +422,107 @@ def test_the_portal_shows_a_registration_pending_then_active_behind_a_real_worke
     assert "Being provisioned" not in detail and certificate.serial in detail
     files = open_bundle(Client(), {"download_url": url, "bundle_password": password})
     assert files["device.crt"] == certificate.pem.encode()
+
+
+def test_a_failed_change_sync_gives_its_devices_back_for_the_next(
+    queue: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from broker.services import BrokerSyncError
+
+    first, second = "1c1c1c1c-1111-4c35-9d7e-0b0c0d0e0f10", "2c2c2c2c-2222-4c35-9d7e-0b0c0d0e0f10"
+    assert services.request_broker_sync([first]) and services.request_broker_sync([second])
+    # One sync queued for the burst, both devices waiting for it.
+    messages = queued_messages(queue)
+    assert len(messages) == 1 and messages[0]["headers"]["kwargsrepr"] == "{'prove': True, 'changes': True}"
+    assert queue.smembers(services.SYNC_DEVICES_KEY) == {first.encode(), second.encode()}
+
+    taken: list[list[str] | None] = []
+
+    def unreachable(*, prove: bool, devices: list[str] | None) -> str:
+        taken.append(devices)
+        raise BrokerSyncError("the broker's dynamic-security plugin did not answer")
+
+    monkeypatch.setattr(services, "_sync_and_prove", unreachable)
+    with pytest.raises(BrokerSyncError):
+        services.sync_broker_debounced(prove=True, changes=True)
+    assert taken == [[first, second]]
+    assert not queue.exists(services.SYNC_PENDING_KEY)  # the next change queues a new sync
+    assert queue.smembers(services.SYNC_DEVICES_KEY) == {first.encode(), second.encode()}
+
+    def synced(*, prove: bool, devices: list[str] | None) -> str:
+        taken.append(devices)
+        return "synced"
+
+    monkeypatch.setattr(services, "_sync_and_prove", synced)
+    services.sync_broker_debounced(prove=False)  # the hourly full sync takes them too
+    assert taken[-1] is None and not queue.exists(services.SYNC_DEVICES_KEY)
+
+
+def test_workers_bring_a_dynsec_broker_in_step_device_by_device(
+    operator_api: APIClient, queue: redis.Redis, settings: Any, tmp_path: Path
+) -> None:
+    """Registrations and a revocation with workers: each debounced sync sends commands for the
+    devices changed since the last one, and the broker ends in step with the database."""
+    from broker.services import broker_drift
+    from tests.mosquitto import (
+        ACCEPTED,
+        DeviceClient,
+        configured_broker,
+        credentials_from_answer,
+        stop_mosquitto,
+    )
+
+    broker = configured_broker(settings, tmp_path, "mosquitto_dynsec")
+    environment = worker_environment(
+        BROKER_BACKEND="mosquitto_dynsec",
+        MOSQUITTO_PID_FILE=settings.MOSQUITTO_PID_FILE,
+        BROKER_PROBE_HOST="127.0.0.1",
+        BROKER_PROBE_PORT=str(broker.port),
+    )
+    syncs_before = BrokerSync.objects.count()
+    try:
+        with celery_worker(environment):
+            answers = []
+            for number in range(3):
+                response = operator_api.post(
+                    "/register", {"name": f"w{number}", "key_type": "ec-p256"}, format="json"
+                )
+                assert response.status_code == 202
+                answers.append(response.json())
+            wait_for(
+                lambda: all(device_status(operator_api, answer["id"]) == "active" for answer in answers),
+                what="the devices active",
+            )
+            credentials = [
+                credentials_from_answer(operator_api, answer, tmp_path / answer["id"]) for answer in answers
+            ]
+
+            def publishes(device: Any) -> bool:
+                client = DeviceClient(broker, device)
+                try:
+                    return client.connect() and client.publish(f"devices/{device.device_id}/t") in ACCEPTED
+                finally:
+                    client.close()
+
+            wait_for(
+                lambda: all(publishes(device) for device in credentials),
+                what="the worker to give each device its client",
+            )
+
+            doomed = DeviceClient(broker, credentials[0])
+            assert doomed.connect()
+            assert operator_api.post(f"/revoke/{answers[0]['id']}").status_code == 200
+            wait_for(doomed.disconnected.is_set, what="the revoked device's session to end")
+            doomed.close()
+            wait_for(
+                lambda: not queue.exists(services.SYNC_PENDING_KEY) and not broker_drift(),
+                what="the broker in step with the database",
+            )
+        assert not DeviceClient(broker, credentials[0]).connect()
+        assert publishes(credentials[1]) and publishes(credentials[2])
+    finally:
+        stop_mosquitto(broker)
+    syncs = BrokerSync.objects.order_by("pk")[syncs_before:]
+    assert syncs and all(sync.changed_devices is not None for sync in syncs)  # changes, not full syncs
+    assert sum(sync.changed_devices or 0 for sync in syncs) >= 4  # three registrations, one revocation
+    assert not queue.exists(services.SYNC_DEVICES_KEY)
