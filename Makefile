@@ -55,6 +55,7 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.bench_registration
 	$(BIN)/python -m bench.bench_crl
 	$(BIN)/python -m bench.bench_acl
+	$(BIN)/python -m bench.bench_dynsec
 	$(BIN)/python -m bench.bench_enforcement
 	$(BIN)/python -m bench.bench_http
 	$(BIN)/python -m bench.bench_bulk --devices $(BULK_DEVICES)
