@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import gc
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import CharField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from onboarding.fs import write_atomically
@@ -321,16 +326,17 @@ def _publish_crl_locked() -> CertificateRevocationList:
     path = crl_path()
     last = CertificateRevocationList.objects.order_by("-number").values_list("number", flat=True).first()
     number = max(last or 0, _published_crl_number(path)) + 1
-    entries = _revoked_entries(now)
     next_update = now + dt.timedelta(hours=settings.CRL_VALIDITY_HOURS)
-    crl = build_crl(
-        issuer=authority.certificate,
-        signing_key=authority.private_key,
-        revoked=entries,
-        crl_number=number,
-        this_update=now,
-        next_update=next_update,
-    )
+    with collector_paused():
+        entries = _revoked_entries(now)
+        crl = build_crl(
+            issuer=authority.certificate,
+            signing_key=authority.private_key,
+            revoked=entries,
+            crl_number=number,
+            this_update=now,
+            next_update=next_update,
+        )
     # Signed just now with the CA key, which the key store refuses to load unless it belongs to
     # the CA certificate (test_ca_bootstrap): verifying the signature again would prove nothing
     # more and cost a sixth of the publication at 100k entries. A CRL read back from disk (broker
@@ -346,16 +352,39 @@ def _publish_crl_locked() -> CertificateRevocationList:
     return record
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a large structure without cycles is built.
+
+    Reading and building 100k CRL entries allocates enough objects to set off full collections,
+    each walking every object of the process: a fifth of the publication at 100k (median of
+    eight alternating runs, 1.19 s with it, 0.94 s without). The entries hold no cycles, so
+    nothing is left for it to collect; it runs again as soon as the block ends.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _revoked_entries(now: dt.datetime) -> list[RevokedEntry]:
     """Every certificate the CRL must list, read without the ORM's per-row conversions.
 
     At 100k revoked certificates Django's datetime converters cost more than signing the CRL,
     so the query runs on a plain cursor: SQLite gives naive UTC text, PostgreSQL aware values.
+    On SQLite the column is also cast to text: sqlite3 runs the converter Django registers for
+    columns declared `datetime` even on a plain cursor, and an expression declares no type.
     """
+    revoked_at: Any = "revoked_at"
+    if connection.vendor == "sqlite":
+        revoked_at = Cast("revoked_at", output_field=CharField())
     query = (
         Certificate.objects.on_crl(now)
         .order_by("revoked_at")
-        .values_list("serial", "revoked_at", "revocation_reason")
+        .values_list("serial", revoked_at, "revocation_reason")
     )
     sql, params = query.query.sql_with_params()
     reasons = {reason.value: reason for reason in RevocationReason}

@@ -6,6 +6,7 @@ import datetime as dt
 import errno
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import time_machine
@@ -284,3 +285,51 @@ def test_refresh_crl_resigns_at_half_validity(
             hours=settings.CRL_VALIDITY_HOURS - 1
         )
     assert (tmp_path / "broker-crl.pem").read_bytes() == crl_file.read_bytes()
+
+
+def test_crl_entries_carry_each_revocation_time_and_reason(ca: CertificateAuthority, crl_file: Path) -> None:
+    first = services.issue_certificate("early", key_type=KeyType.EC_P256).record
+    later = services.issue_certificate("later", key_type=KeyType.EC_P256).record
+    services.revoke_certificate(first, RevocationReason.KEY_COMPROMISE)
+    with time_machine.travel(dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)):
+        services.revoke_certificate(later, RevocationReason.SUPERSEDED)
+        crl = load_crl(crl_file)
+    for record, reason in ((first, x509.ReasonFlags.key_compromise), (later, x509.ReasonFlags.superseded)):
+        record.refresh_from_db()
+        entry = crl.get_revoked_certificate_by_serial_number(int(record.serial, 16))
+        assert entry is not None and record.revoked_at is not None
+        assert entry.revocation_date_utc == record.revoked_at.replace(microsecond=0)
+        assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == reason
+
+
+def test_crl_publication_pauses_the_garbage_collector_only_while_it_builds(
+    ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    seen: list[bool] = []
+    from pki.profiles import build_crl as real_build
+
+    def watching_build(**kwargs: Any) -> x509.CertificateRevocationList:
+        seen.append(gc.isenabled())
+        return real_build(**kwargs)
+
+    monkeypatch.setattr(services, "build_crl", watching_build)
+    services.publish_crl()
+    assert seen == [False] and gc.isenabled()
+
+    def broken_build(**kwargs: Any) -> x509.CertificateRevocationList:
+        raise ValueError("the CA key could not sign")
+
+    monkeypatch.setattr(services, "build_crl", broken_build)
+    with pytest.raises(ValueError):
+        services.publish_crl()
+    assert gc.isenabled()  # back on after a failure too
+
+    monkeypatch.setattr(services, "build_crl", real_build)
+    gc.disable()  # a caller that paused it itself keeps it paused
+    try:
+        services.publish_crl()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
