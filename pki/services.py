@@ -311,9 +311,24 @@ def publish_crl() -> CertificateRevocationList:
         return _publish_crl_locked()
 
 
+#: The CRL this process last wrote: its path, the file's identity (inode, mtime, size), its number.
+_last_written: tuple[Path, tuple[int, int, int], int] | None = None
+
+
+def _file_identity(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
 def _published_crl_number(path: Path) -> int:
-    """The number of the CRL on disk, so numbering grows even past a database restored from backup."""
+    """The number of the CRL on disk, so numbering grows even past a database restored from backup.
+
+    A file that is still the one this process wrote is not parsed again (0.05 s at 100k
+    entries). Anything else (another process's CRL, a restored one) is read.
+    """
     try:
+        if _last_written is not None and _last_written[:2] == (path, _file_identity(path)):
+            return _last_written[2]
         crl = x509.load_pem_x509_crl(path.read_bytes())
         return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
     except (OSError, ValueError, x509.ExtensionNotFound):
@@ -345,10 +360,15 @@ def _publish_crl_locked() -> CertificateRevocationList:
     record = CertificateRevocationList.objects.create(
         number=number, this_update=now, next_update=next_update, revoked_count=len(entries)
     )
+    global _last_written
     try:
         write_atomically(path, crl.public_bytes(serialization.Encoding.PEM), mode=0o644)
     except OSError as exc:
         raise CRLPublicationError(f"The new CRL could not be written to {path}: {exc.strerror}.") from None
+    try:
+        _last_written = (path, _file_identity(path), number)
+    except OSError:
+        _last_written = None
     return record
 
 

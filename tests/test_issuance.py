@@ -333,3 +333,33 @@ def test_crl_publication_pauses_the_garbage_collector_only_while_it_builds(
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_crl_numbering_follows_a_crl_put_in_place_by_someone_else(
+    ca: CertificateAuthority, crl_file: Path
+) -> None:
+    """The number of the CRL on disk counts even when this process wrote the one before it
+    (another process, or a CA directory restored from a backup, replaced the file since)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from onboarding.fs import write_atomically
+    from pki.keystore import get_ca
+    from pki.profiles import build_crl
+
+    services.publish_crl()
+    services.publish_crl()
+    ours = crl_number(load_crl(crl_file))
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    theirs = build_crl(
+        issuer=get_ca().certificate,
+        signing_key=get_ca().private_key,
+        revoked=[],
+        crl_number=ours + 10,
+        this_update=now,
+        next_update=now + dt.timedelta(hours=1),
+    )
+    write_atomically(crl_file, theirs.public_bytes(serialization.Encoding.PEM))
+    services.publish_crl()
+    assert crl_number(load_crl(crl_file)) == ours + 11
+    services.publish_crl()  # and again, now from the file this process wrote
+    assert crl_number(load_crl(crl_file)) == ours + 12
