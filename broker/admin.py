@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.contrib import admin
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from broker.models import AclRule, BrokerSync
-from broker.services import sync_broker
+from broker.models import AclRule, BrokerSync, PendingChange
+from broker.services import queue_changes
 from onboarding.admin import ReadOnlyAdmin
 
 
@@ -23,17 +25,25 @@ class AclRuleAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
         # A rule moved to another device changes the rights of both.
-        devices = {obj.device_id, form.initial.get("device")} - {None}
-        sync_broker(devices=devices)
+        _changed({obj.device_id, form.initial.get("device")} - {None})
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
         super().delete_model(request, obj)
-        sync_broker(devices=[obj.device_id])
+        _changed({obj.device_id})
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[AclRule]) -> None:
         devices = set(queryset.values_list("device_id", flat=True))
         super().delete_queryset(request, queryset)
-        sync_broker(devices=devices)
+        _changed(devices)
+
+
+def _changed(devices: set[Any]) -> None:
+    """Record the devices' changes with the rule (the admin's transaction), then, once it has
+    committed, push them to the broker: a sync must not read the database before the commit."""
+    from devices.services import tell_broker  # devices.services imports the broker app
+
+    queue_changes(devices)
+    transaction.on_commit(partial(tell_broker, ()))
 
 
 @admin.register(BrokerSync)
@@ -47,3 +57,11 @@ class BrokerSyncAdmin(ReadOnlyAdmin):
         "extra_rules",
         "reloaded",
     ]
+
+
+@admin.register(PendingChange)
+class PendingChangeAdmin(ReadOnlyAdmin):
+    """Devices whose broker rights changed and that no successful sync has covered yet."""
+
+    list_display = ["device_id", "queued_at"]
+    search_fields = ["device_id"]

@@ -222,8 +222,17 @@ def inspect(device_id: str) -> list[dict[str, Any]]:
     ]
 
 
+NOT_FOUND = {"Client not found", "Role not found"}
+
+
 def held(answers: list[dict[str, Any]]) -> Held:
-    """`Held` from the answers to `inspect`'s commands, in their order ("not found" is absence)."""
+    """`Held` from the answers to `inspect`'s commands, in their order ("not found" is absence;
+    any other error raises: a client the portal cannot see must not pass for a deleted one)."""
+    failures = [
+        answer["error"] for answer in answers if answer.get("error") and answer["error"] not in NOT_FOUND
+    ]
+    if failures:
+        raise DynsecError("; ".join(failures))
     client_answer, *role_answers = answers
     client = client_answer.get("data", {}).get("client")
     roles = {

@@ -75,3 +75,21 @@ class BrokerSync(models.Model):
 
     def __str__(self) -> str:
         return f"broker sync {self.synced_at:%Y-%m-%d %H:%M:%S}"
+
+
+class PendingChange(models.Model):
+    """A device whose broker rights changed and that no successful sync has covered yet.
+
+    An outbox: written when the change commits, deleted by the sync that gives it to the broker.
+    A sync that fails leaves it, so the next change (in any process) or the next full sync
+    carries it; /health reports changes that have waited too long.
+    """
+
+    device_id = models.CharField(max_length=64)
+    queued_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["queued_at"]
+
+    def __str__(self) -> str:
+        return f"broker change for {self.device_id}"

@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from broker import dynsec
 from broker.acl import ExtraRule, check_acl, render_acl
-from broker.models import AclRule, BrokerSync
+from broker.models import AclRule, BrokerSync, PendingChange
 from broker.probe import SyncCanary, identity_files, wait_until_refused
 from onboarding.errors import ServiceError
 from onboarding.fs import write_atomically
@@ -122,6 +122,9 @@ class SyncResult:
     crl_number: int | None
     reloaded: bool
     synced_at: object
+    #: The devices a change brought in step; None when the whole broker was (a full sync, or
+    #: a backend that renders everything on every change).
+    devices: list[str] | None = None
 
 
 class BrokerBackend(Protocol):
@@ -178,6 +181,12 @@ def copy_crl_to_broker() -> int:
     crl, number = _checked_crl()
     _write(Path(settings.BROKER_CRL_FILE), crl)
     return number
+
+
+def broker_enforces_crl(number: int) -> bool:
+    """Whether the last sync gave the broker this CRL and had it reloaded (or needed no reload)."""
+    last = BrokerSync.objects.order_by("-pk").values_list("crl_number", "reloaded").first()
+    return last is not None and last == (number, True)
 
 
 def copy_crl_if_changed() -> tuple[int, bool]:
@@ -320,7 +329,10 @@ class MosquittoDynsecBackend:
         )
 
     def apply_changes(self, device_ids: list[str]) -> Applied:
-        number, crl_changed = copy_crl_if_changed()
+        number, copied = copy_crl_if_changed()
+        # The broker's copy may be current while the broker never loaded it (a reload that
+        # failed after the copy): reload unless the last sync says it enforces this CRL.
+        crl_changed = copied or not broker_enforces_crl(number)
         device_ids = sorted({device_id for device_id in device_ids if dynsec.DEVICE_ID.match(device_id)})
         active = set(active_device_ids(among=device_ids))
         rules = extra_rules(among=device_ids)
@@ -390,19 +402,30 @@ def reload_broker() -> bool:
     return False
 
 
+def queue_changes(devices: Collection[str | uuid.UUID]) -> None:
+    """Record devices whose broker rights changed, for the next sync to carry (`PendingChange`)."""
+    PendingChange.objects.bulk_create([PendingChange(device_id=str(device_id)) for device_id in set(devices)])
+
+
 def sync_broker(*, reload: bool = True, devices: Collection[str | uuid.UUID] | None = None) -> SyncResult:
     """Render, check, write and reload, once, under the broker lock.
 
-    With `devices`, a change: the backend may bring only those devices in step (the
-    dynamic-security backend does; the ACL file is always rendered whole). The broker reloads
-    when what it was given needs it (a new CRL, a new ACL file).
+    With `devices` (a change; may be empty), those devices are queued as pending changes and
+    every pending change is synced: the backend may bring only those devices in step (the
+    dynamic-security backend does; the ACL file is always rendered whole). Without, a full
+    sync. Pending changes are read before the database state and deleted once the sync has
+    succeeded, so a failed sync leaves them for the next. The broker reloads when what it was
+    given needs it (a new CRL, a new ACL file).
     """
+    if devices:
+        queue_changes(devices)
     with exclusive_lock("broker"):
+        pending = list(PendingChange.objects.values_list("pk", "device_id"))
         backend = get_backend()
         if devices is None:
             applied = backend.apply(desired_state(with_active=backend.needs_active_devices))
         else:
-            applied = backend.apply_changes([str(device_id) for device_id in devices])
+            applied = backend.apply_changes(sorted({device_id for _pk, device_id in pending}))
         # Without a new CRL or ACL file there is nothing to reload: the broker already enforces them.
         reloaded = not applied.needs_reload or (reload and reload_broker())
         record = BrokerSync.objects.create(
@@ -414,28 +437,34 @@ def sync_broker(*, reload: bool = True, devices: Collection[str | uuid.UUID] | N
             changed_devices=applied.changed_devices,
             reloaded=reloaded,
         )
+        done = [pk for pk, _device_id in pending]
+        for start in range(0, len(done), 500):
+            PendingChange.objects.filter(pk__in=done[start : start + 500]).delete()
     return SyncResult(
         acl_sha256=applied.fingerprint,
         crl_number=applied.crl_number,
         reloaded=reloaded,
         synced_at=record.synced_at,
+        devices=None
+        if applied.changed_devices is None
+        else sorted({device_id for _pk, device_id in pending}),
     )
 
 
 def enforce_now(
     canary: SyncCanary | None = None, devices: Collection[str | uuid.UUID] | None = None
-) -> dt.datetime | None:
-    """Sync (the `devices` changed, or all) and reload the broker. With a canary revoked in the
-    same CRL, wait until the broker refuses it and return that moment: the broker is then known
-    to enforce this CRL and the ACL written with it. None when there is no broker to reload or
-    no proof."""
+) -> tuple[dt.datetime | None, list[str] | None]:
+    """Sync (the `devices` changed and those pending, or all) and reload the broker. With a
+    canary revoked in the same CRL, wait until the broker refuses it: the broker is then known
+    to enforce this CRL and the ACL written with it. Returns that moment (None when there is no
+    broker to reload or no proof) and the devices the sync brought in step (None: all)."""
     result = sync_broker(devices=devices)
     if not result.reloaded or canary is None:
-        return None
+        return None, result.devices
     if not wait_until_refused(canary):
         logger.warning("The broker was told to reload but still accepts a revoked canary.")
-        return None
-    return timezone.now()
+        return None, result.devices
+    return timezone.now(), result.devices
 
 
 def refresh_crl(*, force: bool = False) -> int | None:
@@ -450,9 +479,18 @@ def refresh_crl(*, force: bool = False) -> int | None:
     return record.number
 
 
+#: A change not given to the broker after this long is reported as drift.
+PENDING_CHANGE_GRACE = dt.timedelta(minutes=5)
+
+
 def broker_drift() -> list[str]:
     backend = get_backend()
-    return backend.drift(desired_state(with_active=backend.needs_active_devices))
+    found = backend.drift(desired_state(with_active=backend.needs_active_devices))
+    waiting = PendingChange.objects.filter(queued_at__lt=timezone.now() - PENDING_CHANGE_GRACE)
+    count = waiting.values("device_id").distinct().count()
+    if count:
+        found.append(f"{count} device change(s) have waited over 5 minutes for the broker")
+    return found
 
 
 def grants_on_register() -> bool:

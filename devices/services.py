@@ -26,7 +26,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from audit.models import AuditAction
 from audit.services import record
 from broker.probe import SyncCanary, issue_sync_canary, probe_configured
-from broker.services import BrokerSyncError, enforce_now, grants_on_register, sync_broker
+from broker.services import BrokerSyncError, enforce_now, grants_on_register, queue_changes, sync_broker
 from devices.delivery import (
     BundleSecrets,
     IssuedBundle,
@@ -156,7 +156,7 @@ def register_device(
         _forget_files(device_id)
         raise
     if grants_on_register():
-        _tell_broker([device.id])  # a broker with a client per device must learn of the new one
+        tell_broker([device.id])  # a broker with a client per device must learn of the new one
     return Registration(device=get_device(device.id), issued=issued.certificate, bundle=issued.bundle)
 
 
@@ -322,7 +322,7 @@ def provision_device(device_id: str, link_id: int, sealed: str) -> str:
         mark_provisioning_failed(device.id, exc.message)
         return DeviceStatus.FAILED.value
     if grants_on_register():
-        _tell_broker([device.id])
+        tell_broker([device.id])
     return DeviceStatus.ACTIVE.value
 
 
@@ -407,35 +407,38 @@ def revoke_device(
         record(
             AuditAction.DEVICE_REVOKED, actor=actor, address=address, device_id=locked.id, reason=reason.value
         )
-    enforced_at = _tell_broker([device.id], canary)
+    enforced_at = tell_broker([device.id], canary)
     if enforced_at is not None:
         Device.objects.filter(pk=device.pk).update(revocation_enforced_at=enforced_at)
     return get_device(device.id)
 
 
-def _tell_broker(
-    devices: Collection[uuid.UUID | str], canary: SyncCanary | None = None
-) -> dt.datetime | None:
+def tell_broker(devices: Collection[uuid.UUID | str], canary: SyncCanary | None = None) -> dt.datetime | None:
     """Push the new CRL and the changed devices' rights to the broker. The change already
-    stands in the database and the CA's CRL; a broker that cannot be reached now is brought in
-    step by the next sync (`broker_sync`, the scheduler), and /health reports the drift meanwhile.
+    stands in the database and the CA's CRL. The devices are recorded as pending changes first
+    (`PendingChange`), so a broker that cannot be reached now gets them from the next sync
+    (the next change, `broker_sync`, the scheduler); /health reports them meanwhile.
 
     With workers, the push is one debounced task for a burst of changes (`request_broker_sync`).
     """
+    try:
+        queue_changes(devices)
+    except DatabaseError as exc:
+        logger.error("could not record the broker change of %s: %s", list(devices), exc)
+        return None
     if not tasks_run_in_process():
-        if request_broker_sync(devices):
+        if request_broker_sync():
             return None
         logger.warning("task queue unreachable: pushing to the broker from this process")
     try:
-        return enforce_now(canary, devices=devices)
+        enforced_at, _devices = enforce_now(canary, devices=())
     except (BrokerSyncError, LockTimeout) as exc:
         logger.error("broker not updated: %s", exc.message)
         return None
+    return enforced_at
 
 
 SYNC_PENDING_KEY = "onboarding:broker-sync-pending"
-#: The devices changed since the last sync took them (a Redis set).
-SYNC_DEVICES_KEY = "onboarding:broker-sync-devices"
 
 
 @functools.cache
@@ -444,25 +447,23 @@ def _queue(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
 
 
-def request_broker_sync(devices: Collection[uuid.UUID | str] = ()) -> bool:
-    """Ask a worker to sync the broker for these changed devices, once for a burst of changes.
-    False if the queue is down.
+def request_broker_sync(*, countdown: float | None = None) -> bool:
+    """Ask a worker to sync the pending broker changes, once for a burst. False if the queue is down.
 
-    Each change adds its devices to a set in Redis. The first change of a burst also sets a
-    marker and enqueues one sync a moment later; changes that find the marker set add only
-    their devices, since that sync has not read the database yet. The task clears the marker,
-    then takes the set, before it reads, so a change arriving during a sync queues one more:
-    the last state always reaches the broker.
+    The first change of a burst sets a marker in Redis and enqueues one sync a moment later;
+    changes that find the marker set add nothing, since that sync has not read the pending
+    changes yet. The task clears the marker before it reads, so a change arriving during a
+    sync queues one more: the last state always reaches the broker.
     """
     from devices.tasks import sync_broker_task  # the tasks module imports this one
 
     try:
-        queue = _queue(settings.CELERY_BROKER_URL)
-        if devices:
-            queue.sadd(SYNC_DEVICES_KEY, *(str(device_id) for device_id in devices))
-        if queue.set(SYNC_PENDING_KEY, "1", nx=True, ex=settings.BROKER_SYNC_MARKER_SECONDS):
+        if _queue(settings.CELERY_BROKER_URL).set(
+            SYNC_PENDING_KEY, "1", nx=True, ex=settings.BROKER_SYNC_MARKER_SECONDS
+        ):
             sync_broker_task.apply_async(
-                kwargs={"prove": True, "changes": True}, countdown=settings.BROKER_SYNC_DEBOUNCE_SECONDS
+                kwargs={"prove": True, "changes": True},
+                countdown=settings.BROKER_SYNC_DEBOUNCE_SECONDS if countdown is None else countdown,
             )
     except (redis.RedisError, KombuOperationalError, OSError) as exc:
         logger.error("could not queue a broker sync: %s", exc)
@@ -470,48 +471,43 @@ def request_broker_sync(devices: Collection[uuid.UUID | str] = ()) -> bool:
     return True
 
 
-def _take_changed_devices() -> list[str]:
-    """The devices changed since the last sync, removed from the set in one step."""
-    pipeline = _queue(settings.CELERY_BROKER_URL).pipeline(transaction=True)
-    pipeline.smembers(SYNC_DEVICES_KEY)
-    pipeline.delete(SYNC_DEVICES_KEY)
-    members, _deleted = pipeline.execute()
-    return sorted(member.decode() for member in members)
-
-
 def sync_broker_debounced(*, prove: bool, changes: bool = False) -> str:
-    """The worker's side of `request_broker_sync`: clear the marker, take the changed devices,
-    then sync from the database: those devices (`changes`), or all of them.
+    """The worker's side of `request_broker_sync`: clear the marker, then sync the pending
+    changes (`changes`), or everything.
 
     With `prove` and a probe configured, a canary certificate is revoked on a new CRL first;
-    once the broker refuses it, every device revoked before that CRL is stamped as enforced.
-    A sync that fails puts the devices it took back, for the next one.
+    once the broker refuses it, the revoked devices the sync covered (all revoked before that
+    CRL, for a full sync or the ACL backend) are stamped as enforced. A sync that fails leaves
+    the changes pending and asks again `BROKER_SYNC_RETRY_SECONDS` later.
     """
-    changed: list[str] = []
     if settings.CELERY_BROKER_URL:
         _queue(settings.CELERY_BROKER_URL).delete(SYNC_PENDING_KEY)
-        changed = _take_changed_devices()  # a full sync covers them too
-    scope = changed if changes else None
     try:
-        return _sync_and_prove(prove=prove, devices=scope)
-    except BaseException:
-        if changed:
-            _queue(settings.CELERY_BROKER_URL).sadd(SYNC_DEVICES_KEY, *changed)
+        return _sync_and_prove(prove=prove, devices=() if changes else None)
+    except (BrokerSyncError, LockTimeout):
+        if settings.CELERY_BROKER_URL:
+            request_broker_sync(countdown=settings.BROKER_SYNC_RETRY_SECONDS)
         raise
 
 
-def _sync_and_prove(*, prove: bool, devices: list[str] | None) -> str:
+def _sync_and_prove(*, prove: bool, devices: tuple[str, ...] | None) -> str:
     if not (prove and probe_configured()):
         return sync_broker(devices=devices).acl_sha256
     cutoff = timezone.now()  # revocations committed before this are on the canary's CRL
     canary = issue_sync_canary()
     revoke_certificates([canary.record], RevocationReason.UNSPECIFIED)
-    enforced_at = enforce_now(canary, devices=devices)
-    if enforced_at is not None:
-        Device.objects.filter(
-            status=DeviceStatus.REVOKED, revocation_enforced_at__isnull=True, updated_at__lt=cutoff
-        ).update(revocation_enforced_at=enforced_at)
-    return "enforced" if enforced_at else "synced"
+    enforced_at, covered = enforce_now(canary, devices=devices)
+    if enforced_at is None:
+        return "synced"
+    revoked = Device.objects.filter(
+        status=DeviceStatus.REVOKED, revocation_enforced_at__isnull=True, updated_at__lt=cutoff
+    )
+    if covered is None:
+        revoked.update(revocation_enforced_at=enforced_at)
+    else:  # a live session ends with its device's own commands: only those the sync sent
+        for start in range(0, len(covered), 500):
+            revoked.filter(pk__in=covered[start : start + 500]).update(revocation_enforced_at=enforced_at)
+    return "enforced"
 
 
 def _revoke_valid_certificates(
@@ -575,7 +571,7 @@ def reissue_device(
         )
         if superseded:
             revoke_certificates(superseded, RevocationReason.SUPERSEDED)
-    _tell_broker([device.id])  # the superseded certificate is on the CRL: the broker must refuse it too
+    tell_broker([device.id])  # the superseded certificate is on the CRL: the broker must refuse it too
     return Registration(device=get_device(device.id), issued=issued, bundle=bundle)
 
 
@@ -615,4 +611,4 @@ def delete_device(device: Device, *, actor: Actor = None, address: str | None = 
         )
         locked.delete()
     remove_device_files(device.id)
-    _tell_broker([device.id])
+    tell_broker([device.id])

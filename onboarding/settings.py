@@ -395,6 +395,8 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2
 # this many seconds later, and changes until it starts ride along (devices.services).
 BROKER_SYNC_DEBOUNCE_SECONDS: float = env.float("BROKER_SYNC_DEBOUNCE_SECONDS", default=0.2)
 BROKER_SYNC_MARKER_SECONDS = 60
+# A broker sync that failed asks again this much later (the changes stay pending meanwhile).
+BROKER_SYNC_RETRY_SECONDS: float = env.float("BROKER_SYNC_RETRY_SECONDS", default=30)
 CELERY_RESULT_BACKEND: str = env.str("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL)
 # Periodic jobs (celery beat). The CRL job checks every 15 minutes and re-signs at half the
 # CRL's validity, so a CRL never reaches nextUpdate even when nothing is revoked.

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from rest_framework.test import APIClient
 
 from broker import services as broker_services
-from broker.services import BrokerSyncError, sync_broker
+from broker.services import BrokerSyncError, MosquittoDynsecBackend, sync_broker
 from devices.models import Device
 from pki.keystore import get_ca
 from pki.profiles import CertificateRequest, build_ca_certificate, end_entity_builder
@@ -410,17 +410,30 @@ def test_dynsec_drift_is_reported_and_repaired(
 
 
 def test_rules_changed_in_the_admin_reach_the_broker(
-    mosquitto: Broker, operator_api: APIClient, tmp_path: Path, make_user: Any, verified_login: Any
+    mosquitto: Broker,
+    operator_api: APIClient,
+    tmp_path: Path,
+    make_user: Any,
+    verified_login: Any,
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
-    """Added, moved to another device and deleted (the admin's bulk action) through the admin."""
+    """Added, moved to another device and deleted (the admin's bulk action) through the admin;
+    the broker is told once the admin's transaction has committed."""
     from broker.models import AclRule
     from tests.portal_support import signed_in
 
-    admin_client = signed_in(make_user, verified_login, None, "root", is_staff=True, is_superuser=True)
+    signed_in_client = signed_in(make_user, verified_login, None, "root", is_staff=True, is_superuser=True)
+
+    def admin_post(path: str, data: dict[str, Any]) -> Any:
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            response = signed_in_client.post(path, data)
+        assert response.status_code != 302 or callbacks, "no broker push after the commit"
+        return response
+
     first_credentials = new_device(operator_api, tmp_path, "first")
     second_credentials = new_device(operator_api, tmp_path, "second")
     form = {"access": "write", "topic_filter": "fleet/status", "shared": ""}
-    added = admin_client.post("/admin/broker/aclrule/add/", {**form, "device": first_credentials.device_id})
+    added = admin_post("/admin/broker/aclrule/add/", {**form, "device": first_credentials.device_id})
     assert added.status_code == 302
     rule = AclRule.objects.get()
 
@@ -443,14 +456,14 @@ def test_rules_changed_in_the_admin_reach_the_broker(
     assert settles(first_credentials, accepted=True)
     assert settles(second_credentials, accepted=False)
 
-    moved = admin_client.post(
+    moved = admin_post(
         f"/admin/broker/aclrule/{rule.pk}/change/", {**form, "device": second_credentials.device_id}
     )
     assert moved.status_code == 302
     assert settles(first_credentials, accepted=False)  # the device it left loses it
     assert settles(second_credentials, accepted=True)
 
-    deleted = admin_client.post(
+    deleted = admin_post(
         "/admin/broker/aclrule/",
         {"action": "delete_selected", "_selected_action": [str(rule.pk)], "post": "yes"},
     )
@@ -515,3 +528,72 @@ def test_dynsec_a_change_touches_only_its_devices_and_needs_no_reload(
     client = connected(mosquitto, drifted)
     assert client.publish(f"devices/{drifted.device_id}/x") in ACCEPTED
     client.close()
+
+
+@pytest.mark.parametrize("mosquitto", ["mosquitto_dynsec"], indirect=True)
+def test_dynsec_what_the_portal_creates_reads_back_as_in_step(
+    mosquitto: Broker, operator_api: APIClient, tmp_path: Path
+) -> None:
+    """The broker's real getClient/getRole answers, for a device with rules, plan no command:
+    a change does not delete and create roles that are already right."""
+    from broker import dynsec
+    from broker.services import MosquittoDynsecBackend, add_acl_rule, extra_rules
+
+    device = new_device(operator_api, tmp_path, "ruled")
+    add_acl_rule(device.device_id, "fleet/status", "write")
+    add_acl_rule(device.device_id, "fleet/commands", "read")
+    rules = extra_rules(among=[device.device_id])
+    with MosquittoDynsecBackend()._session() as session:
+        there = dynsec.held(session.run(dynsec.inspect(device.device_id), check=False))
+    assert there.client_roles == frozenset({f"device-{device.device_id}", f"rules-{device.device_id}"})
+    assert dynsec.plan_device(device.device_id, there, True, rules) == []
+
+
+@pytest.mark.parametrize("mosquitto", ["mosquitto_dynsec"], indirect=True)
+def test_dynsec_a_change_the_broker_missed_goes_with_the_next_one(
+    mosquitto: Broker, operator_api: APIClient, tmp_path: Path
+) -> None:
+    """In-process: a revocation while the broker is down stays pending, and the next change
+    (any device) gives it to the broker once it is back."""
+    from broker.models import PendingChange
+    from tests.mosquitto import start_mosquitto, stop_mosquitto
+
+    doomed = new_device(operator_api, tmp_path, "doomed")
+    stop_mosquitto(mosquitto)
+    assert operator_api.post(f"/revoke/{doomed.device_id}").status_code == 200  # stands in the database
+    assert list(PendingChange.objects.values_list("device_id", flat=True)) == [doomed.device_id]
+
+    restarted = start_mosquitto(mosquitto.directory, mosquitto.port)
+    mosquitto.process = restarted.process  # the fixture stops this one
+    newcomer = new_device(operator_api, tmp_path, "newcomer")  # a change of another device
+    assert not PendingChange.objects.exists()
+    with MosquittoDynsecBackend()._session() as session:
+        (answer,) = session.run([{"command": "getClient", "username": doomed.device_id}], check=False)
+    assert answer["error"] == "Client not found"
+    assert not DeviceClient(mosquitto, doomed).connect()
+    client = connected(mosquitto, newcomer)
+    assert client.publish(f"devices/{newcomer.device_id}/x") in ACCEPTED
+    client.close()
+
+
+@pytest.mark.parametrize("mosquitto", ["mosquitto_dynsec"], indirect=True)
+def test_dynsec_a_crl_copied_but_never_loaded_is_reloaded_by_the_next_change(
+    mosquitto: Broker, operator_api: APIClient, tmp_path: Path, settings: Any
+) -> None:
+    pid_file = settings.MOSQUITTO_PID_FILE
+    doomed = new_device(operator_api, tmp_path, "doomed")
+    settings.MOSQUITTO_PID_FILE = str(tmp_path / "no-such.pid")  # the reload fails after the copy
+    assert operator_api.post(f"/revoke/{doomed.device_id}").status_code == 200
+    assert Path(settings.BROKER_CRL_FILE).read_bytes() == crl_path().read_bytes()
+    reloads = mosquitto.log().count("Reloading config")
+
+    settings.MOSQUITTO_PID_FILE = pid_file
+    new_device(operator_api, tmp_path, "newcomer")  # no new CRL, yet the broker must reload
+    deadline = time.monotonic() + 3
+    while mosquitto.log().count("Reloading config") == reloads:
+        assert time.monotonic() < deadline, "the broker was not reloaded"
+        time.sleep(0.02)
+    deadline = time.monotonic() + 3
+    while DeviceClient(mosquitto, doomed).connect():
+        assert time.monotonic() < deadline, "the revoked certificate is still let in"
+        time.sleep(0.05)

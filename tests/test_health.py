@@ -93,3 +93,19 @@ def test_broker_drift_is_named(synced: None, settings: Any) -> None:
     assert response.status_code == 503
     assert response.json()["failed"] == ["broker"]
     assert "ACL" in response.json()["checks"]["broker"]["message"]
+
+
+def test_a_broker_change_waiting_too_long_is_named(synced: None) -> None:
+    from broker.models import PendingChange
+
+    fresh = PendingChange.objects.create(device_id="1c1c1c1c-1111-4c35-9d7e-0b0c0d0e0f10")
+    assert APIClient().get("/health").status_code == 200  # a sync may be on its way
+    PendingChange.objects.filter(pk=fresh.pk).update(
+        queued_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=6)
+    )
+    response = APIClient().get("/health")
+    assert response.status_code == 503
+    assert "waited over 5 minutes" in str(response.json()["checks"]["broker"])
+    sync_broker()  # a full sync covers every pending change
+    assert not PendingChange.objects.exists()
+    assert APIClient().get("/health").status_code == 200

@@ -52,6 +52,12 @@ ADMIN: list[tuple[str, dict[str, Any]]] = [
     ("/admin/devices/downloadlink/", ADMIN_VIEW),
     ("/admin/pki/certificate/", ADMIN_VIEW),
     ("/admin/broker/aclrule/", ADMIN_VIEW),
+    ("/admin/broker/brokersync/", ADMIN_VIEW),
+    ("/admin/broker/pendingchange/", ADMIN_VIEW),
+    (
+        "/admin/broker/pendingchange/add/",
+        {**ADMIN_VIEW, "Operators": FORBIDDEN, "Auditors": FORBIDDEN, "superuser": FORBIDDEN},
+    ),
     ("/admin/audit/auditevent/", ADMIN_VIEW),
     ("/admin/auditlog/logentry/", ADMIN_VIEW),
     (

@@ -7,6 +7,7 @@ Everything here talks to a real Redis; the worker tests start real Celery worker
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ from django.db import OperationalError
 from django.test.utils import override_settings
 from rest_framework.test import APIClient
 
-from broker.models import BrokerSync
+from broker.models import BrokerSync, PendingChange
 from devices import services
 from devices.models import Device, DownloadLink
 from devices.tasks import PROVISION_ATTEMPTS, provision_device_task
@@ -424,38 +425,40 @@ def test_the_portal_shows_a_registration_pending_then_active_behind_a_real_worke
     assert files["device.crt"] == certificate.pem.encode()
 
 
-def test_a_failed_change_sync_gives_its_devices_back_for_the_next(
-    queue: redis.Redis, monkeypatch: pytest.MonkeyPatch
+def test_a_failed_broker_sync_keeps_its_changes_pending_and_asks_again(
+    queue: redis.Redis, ca: CertificateAuthority, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from broker.services import BrokerSyncError
 
+    settings.BROKER_SYNC_RETRY_SECONDS = 30
     first, second = "1c1c1c1c-1111-4c35-9d7e-0b0c0d0e0f10", "2c2c2c2c-2222-4c35-9d7e-0b0c0d0e0f10"
-    assert services.request_broker_sync([first]) and services.request_broker_sync([second])
-    # One sync queued for the burst, both devices waiting for it.
+    services.tell_broker([first])
+    services.tell_broker([second])
+    # One sync queued for the burst; both changes recorded until a sync succeeds.
     messages = queued_messages(queue)
     assert len(messages) == 1 and messages[0]["headers"]["kwargsrepr"] == "{'prove': True, 'changes': True}"
-    assert queue.smembers(services.SYNC_DEVICES_KEY) == {first.encode(), second.encode()}
+    assert sorted(PendingChange.objects.values_list("device_id", flat=True)) == [first, second]
+    queue.delete("celery")
 
-    taken: list[list[str] | None] = []
-
-    def unreachable(*, prove: bool, devices: list[str] | None) -> str:
-        taken.append(devices)
+    def unreachable(*, reload: bool = True, devices: Any = None) -> None:
         raise BrokerSyncError("the broker's dynamic-security plugin did not answer")
 
-    monkeypatch.setattr(services, "_sync_and_prove", unreachable)
+    monkeypatch.setattr(services, "sync_broker", unreachable)
     with pytest.raises(BrokerSyncError):
-        services.sync_broker_debounced(prove=True, changes=True)
-    assert taken == [[first, second]]
-    assert not queue.exists(services.SYNC_PENDING_KEY)  # the next change queues a new sync
-    assert queue.smembers(services.SYNC_DEVICES_KEY) == {first.encode(), second.encode()}
+        services.sync_broker_debounced(prove=False, changes=True)
+    # Still pending, and a new sync is queued for later, not at once.
+    assert sorted(PendingChange.objects.values_list("device_id", flat=True)) == [first, second]
+    (retry,) = queued_messages(queue)
+    eta = dt.datetime.fromisoformat(retry["headers"]["eta"])
+    assert eta - dt.datetime.now(dt.UTC) > dt.timedelta(seconds=20)
+    assert queue.exists(services.SYNC_PENDING_KEY)  # changes meanwhile ride along with it
 
-    def synced(*, prove: bool, devices: list[str] | None) -> str:
-        taken.append(devices)
-        return "synced"
+    monkeypatch.undo()
+    from pki.services import publish_crl
 
-    monkeypatch.setattr(services, "_sync_and_prove", synced)
-    services.sync_broker_debounced(prove=False)  # the hourly full sync takes them too
-    assert taken[-1] is None and not queue.exists(services.SYNC_DEVICES_KEY)
+    publish_crl()
+    services.sync_broker_debounced(prove=False, changes=True)  # the ACL backend: a full render
+    assert not PendingChange.objects.exists()
 
 
 def test_workers_bring_a_dynsec_broker_in_step_device_by_device(
@@ -525,4 +528,4 @@ def test_workers_bring_a_dynsec_broker_in_step_device_by_device(
     syncs = BrokerSync.objects.order_by("pk")[syncs_before:]
     assert syncs and all(sync.changed_devices is not None for sync in syncs)  # changes, not full syncs
     assert sum(sync.changed_devices or 0 for sync in syncs) >= 4  # three registrations, one revocation
-    assert not queue.exists(services.SYNC_DEVICES_KEY)
+    assert not PendingChange.objects.exists()
