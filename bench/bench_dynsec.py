@@ -20,9 +20,6 @@ Usage: python -m bench.bench_dynsec [SAMPLES [FLEET ...]]   (default 10 samples,
 
 from __future__ import annotations
 
-import datetime as dt
-import gc
-import json
 import statistics
 import sys
 import tempfile
@@ -31,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import report, setup_django
+from bench.common import device_certificate, pad_fleet, report, setup_django
 
 SAMPLES = int(sys.argv[1]) if len(sys.argv) > 1 else 10
 FLEETS = [int(size) for size in sys.argv[2:]] or [1_000, 10_000, 100_000]
@@ -44,9 +41,8 @@ def main() -> None:
 
     from broker import dynsec
     from broker.services import MosquittoDynsecBackend, sync_broker
-    from pki.models import Certificate, CertificatePurpose
     from pki.services import revoke_certificate
-    from tests.mosquitto import configured_broker, start_mosquitto, stop_mosquitto
+    from tests.mosquitto import configured_broker, stop_mosquitto
 
     # Time spent waiting for the broker to carry out a change's commands (not the read-only
     # getClient/getRole that find out what it holds): a change's time less this is the
@@ -68,36 +64,11 @@ def main() -> None:
     broker = configured_broker(settings, work, "mosquitto_dynsec")
     config = broker.directory / "dynamic-security.json"
     backend = MosquittoDynsecBackend()
-    now = timezone.now()
-
-    def certificate(device_id: str) -> Certificate:
-        serial = uuid.uuid4().hex.upper()
-        return Certificate(
-            serial=serial, fingerprint_sha256=serial, common_name=device_id, subject=f"CN={device_id}",
-            key_type="ec-p256", not_before=now, not_after=now + dt.timedelta(days=300), pem="",
-            purpose=CertificatePurpose.DEVICE,
-        )  # fmt: skip
 
     rows = []
     try:
         for fleet in FLEETS:
-            # The fleet, in the database and in the broker, as the portal would have left them:
-            # written into the plugin's file while the broker is stopped (created one command at
-            # a time, each rewriting the file, 100k devices would take hours).
-            present = Certificate.objects.filter(purpose=CertificatePurpose.DEVICE).active().count()
-            padding = [str(uuid.uuid4()) for _ in range(max(0, fleet - present))]
-            Certificate.objects.bulk_create(map(certificate, padding), batch_size=5000)
-            stop_mosquitto(broker)
-            held = json.loads(config.read_text())
-            held["clients"] += [
-                {"username": device_id, "roles": [{"rolename": dynsec.DEVICE_ROLE_PREFIX + device_id}]}
-                for device_id in padding
-            ]
-            held["roles"] += [dynsec.device_role(device_id) for device_id in padding]
-            config.write_text(json.dumps(held))
-            del held, padding  # millions of live objects would slow every garbage collection after
-            gc.collect()
-            broker = start_mosquitto(broker.directory, broker.port)
+            broker = pad_fleet(broker, fleet)
             sync_broker()  # in step, and the broker's reload after its restart done
 
             full = []
@@ -124,7 +95,7 @@ def main() -> None:
 
                     # The portal: a new device with a valid certificate, then that certificate revoked.
                     device_id = str(uuid.uuid4())
-                    record = certificate(device_id)
+                    record = device_certificate(device_id, timezone.now())
                     record.save()
                     executing[0], start = 0.0, time.perf_counter()
                     sync_broker(devices=[device_id])

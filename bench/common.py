@@ -206,3 +206,57 @@ def mean(values: list[float]) -> float:
 def spread(values: list[float]) -> dict[str, float]:
     """Median and range of repeated runs: the figure and how much to trust it."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def device_certificate(device_id: str, now: Any) -> Any:
+    """An unsaved, valid device certificate row for `device_id` (no real certificate behind it:
+    the benchmarks' padding, which only the database and the broker's lists look at)."""
+    import datetime as dt
+    import uuid
+
+    from pki.models import Certificate, CertificatePurpose
+
+    serial = uuid.uuid4().hex.upper()
+    return Certificate(
+        serial=serial, fingerprint_sha256=serial, common_name=device_id, subject=f"CN={device_id}",
+        key_type="ec-p256", not_before=now, not_after=now + dt.timedelta(days=300), pem="",
+        purpose=CertificatePurpose.DEVICE,
+    )  # fmt: skip
+
+
+def pad_fleet(broker: Any, size: int) -> Any:
+    """Bring the fleet to `size` devices holding a valid certificate: in the database and, with
+    the dynamic-security backend, in the broker as the portal would have left them. Those are
+    written into the plugin's file while the broker is stopped: created one command at a time,
+    each rewriting the whole file, 100k devices would take hours. Returns the broker (restarted
+    if it had to be). Needs `setup_django` and a broker from `tests.mosquitto.configured_broker`."""
+    import gc
+    import uuid
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from broker import dynsec
+    from pki.models import Certificate, CertificatePurpose
+    from tests.mosquitto import start_mosquitto, stop_mosquitto
+
+    present = Certificate.objects.filter(purpose=CertificatePurpose.DEVICE).active().count()
+    padding = [str(uuid.uuid4()) for _ in range(max(0, size - present))]
+    now = timezone.now()
+    Certificate.objects.bulk_create(
+        (device_certificate(device_id, now) for device_id in padding), batch_size=5000
+    )
+    if settings.BROKER_BACKEND != "mosquitto_dynsec" or not padding:
+        return broker
+    stop_mosquitto(broker)
+    config = broker.directory / "dynamic-security.json"
+    held = json.loads(config.read_text())
+    held["clients"] += [
+        {"username": device_id, "roles": [{"rolename": dynsec.DEVICE_ROLE_PREFIX + device_id}]}
+        for device_id in padding
+    ]
+    held["roles"] += [dynsec.device_role(device_id) for device_id in padding]
+    config.write_text(json.dumps(held))
+    del held, padding  # millions of live objects would slow every garbage collection after
+    gc.collect()
+    return start_mosquitto(broker.directory, broker.port)
