@@ -421,11 +421,12 @@ def sync_broker(*, reload: bool = True, devices: Collection[str | uuid.UUID] | N
         queue_changes(devices)
     with exclusive_lock("broker"):
         pending = list(PendingChange.objects.values_list("pk", "device_id"))
+        changed = sorted({device_id for _pk, device_id in pending})
         backend = get_backend()
         if devices is None:
             applied = backend.apply(desired_state(with_active=backend.needs_active_devices))
         else:
-            applied = backend.apply_changes(sorted({device_id for _pk, device_id in pending}))
+            applied = backend.apply_changes(changed)
         # Without a new CRL or ACL file there is nothing to reload: the broker already enforces them.
         reloaded = not applied.needs_reload or (reload and reload_broker())
         record = BrokerSync.objects.create(
@@ -445,9 +446,7 @@ def sync_broker(*, reload: bool = True, devices: Collection[str | uuid.UUID] | N
         crl_number=applied.crl_number,
         reloaded=reloaded,
         synced_at=record.synced_at,
-        devices=None
-        if applied.changed_devices is None
-        else sorted({device_id for _pk, device_id in pending}),
+        devices=None if applied.changed_devices is None else changed,
     )
 
 
