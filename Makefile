@@ -32,12 +32,21 @@ run: $(VENV)/.runtime-installed
 	@echo "TOTP authenticator (QR code) and shows one-time backup codes; the admin is at /admin/."
 	$(RUN_ENV) $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
-test: $(VENV)/.dev-installed
+# .ci/prepare first: the system tools the suite drives (Mosquitto, Redis, chromium,
+# docker-compose...) are installed (as root; otherwise it prints the apt-get line and stops)
+# and Redis is started; quick when all is there. The virtualenv comes after it, since a bare
+# Debian may lack python3-venv.
+test:
+	.ci/prepare
+	@$(MAKE) --no-print-directory $(VENV)/.dev-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The same suite on PostgreSQL; the run creates and drops the database test_<name in the URL>.
+# The same suite on PostgreSQL (installed and started by .ci/prepare --postgres); the run
+# creates and drops the database test_<name in the URL>.
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/onboarding
-test-postgres: $(VENV)/.dev-installed
+test-postgres:
+	.ci/prepare --postgres
+	@$(MAKE) --no-print-directory $(VENV)/.dev-installed
 	DATABASE_URL=$(POSTGRES_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Lint and type-check with throw-away secrets (mypy's Django plugin imports the settings).
