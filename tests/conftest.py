@@ -1,9 +1,12 @@
-"""Shared fixtures: a session-wide test CA (EC P-256 for speed) and per-test fresh CAs."""
+"""Shared fixtures: a session-wide test CA (EC P-256 for speed) and per-test fresh CAs, a real
+Mosquitto, and a real browser (Debian's chromium) on the live server."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -131,3 +134,70 @@ def verified_login():
         return client
 
     return login
+
+
+# --- A real browser: Playwright driving Debian's headless chromium against the live server ---
+
+CHROMIUM = Path("/usr/lib/chromium/chromium")
+# Generous: a loaded 2-core machine runs the browser, the live server and the test side by side.
+BROWSER_TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():  # a missing browser fails the run; it never skips the tests
+        pytest.fail(f"Debian's chromium is needed at {CHROMIUM}: apt-get install chromium (`make test` does)")
+    # Playwright's sync API keeps an asyncio loop in this thread; Django then refuses database
+    # calls from it unless told that this thread only looks like async code (Playwright's advice).
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        yield from _launched(sync_playwright)
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+def _launched(sync_playwright: Any) -> Iterator[Any]:
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def portal(live_server: Any, session_ca_root: Path, settings: Any, broker_files: None) -> Iterator[str]:
+    """The live server's URL, with the session CA and the role groups (a transactional
+    test's flush removes them)."""
+    from tests.portal_support import restore_roles
+
+    settings.CA_ROOT_PATH = session_ca_root
+    settings.PORTAL_URL = live_server.url
+    forget_loaded_ca()
+    restore_roles()
+    yield live_server.url
+    forget_loaded_ca()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    context.set_default_timeout(BROWSER_TIMEOUT_MS)
+    context.set_default_navigation_timeout(BROWSER_TIMEOUT_MS)
+    tab = context.new_page()
+    yield tab
+    context.close()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from io import StringIO
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.test import Client
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -59,3 +61,38 @@ def restore_roles() -> None:
             group.permissions.add(
                 Permission.objects.get(content_type__app_label=app_label, codename=codename)
             )
+
+
+# --- In a real browser (Playwright page) ---
+
+
+def staff(username: str, role: str | None, *, enrolled: bool = True, **flags: Any) -> Any:
+    from django.contrib.auth.models import Group, User
+
+    user = User.objects.create_user(username=username, password=PASSWORD, **flags)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    if enrolled:
+        call_command("enroll_totp", username, stdout=StringIO())
+    return user
+
+
+def totp_for(user: Any) -> str:
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    return current_code(TOTPDevice.objects.get(user=user, confirmed=True))
+
+
+def password_step(page: Any, url: str, username: str) -> None:
+    page.goto(f"{url}/portal/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Continue").click()
+
+
+def sign_in(page: Any, url: str, user: Any) -> None:
+    password_step(page, url, user.username)
+    page.wait_for_url(re.compile(r"/portal/login/verify/$"))
+    page.get_by_label("Authentication code").fill(totp_for(user))
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/portal/$"))

@@ -8,117 +8,17 @@ and the device page go to test-artifacts/screenshots/.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
-from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import call_command
 
-from tests.portal_support import PASSWORD, current_code, restore_roles
+from tests.portal_support import password_step, sign_in, staff
 
-CHROMIUM = Path("/usr/lib/chromium/chromium")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
-# Generous: a loaded 2-core machine runs the browser, the live server and the test side by side.
-TIMEOUT_MS = 30_000
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    if not CHROMIUM.exists():  # a missing browser fails the run; it never skips the tests
-        pytest.fail(f"Debian's chromium is needed at {CHROMIUM}: apt-get install chromium (.ci/run does)")
-    # Playwright's sync API keeps an asyncio loop in this thread; Django then refuses database
-    # calls from it unless told that this thread only looks like async code (Playwright's advice).
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        yield from _launched(sync_playwright)
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-def _launched(sync_playwright: Any) -> Iterator[Any]:
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield instance
-        instance.close()
-
-
-@pytest.fixture
-def portal(live_server: Any, session_ca_root: Path, settings: Any, tmp_path: Path) -> Iterator[str]:
-    from pki.keystore import forget_loaded_ca
-
-    settings.CA_ROOT_PATH = session_ca_root
-    settings.PORTAL_URL = live_server.url
-    settings.BROKER_ACL_FILE = tmp_path / "mosquitto.acl"
-    settings.BROKER_CRL_FILE = tmp_path / "mosquitto-crl.pem"
-    settings.BROKER_PROBE_DIR = tmp_path / "probe"
-    forget_loaded_ca()
-    restore_roles()
-    yield live_server.url
-    forget_loaded_ca()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    context.set_default_timeout(TIMEOUT_MS)
-    context.set_default_navigation_timeout(TIMEOUT_MS)
-    tab = context.new_page()
-    yield tab
-    context.close()
-
-
-def staff(username: str, role: str | None, *, enrolled: bool = True, **flags: Any) -> Any:
-    from django.contrib.auth.models import Group, User
-
-    user = User.objects.create_user(username=username, password=PASSWORD, **flags)
-    if role:
-        user.groups.add(Group.objects.get(name=role))
-    if enrolled:
-        call_command("enroll_totp", username, stdout=StringIO())
-    return user
-
-
-def totp_for(user: Any) -> str:
-    from django_otp.plugins.otp_totp.models import TOTPDevice
-
-    return current_code(TOTPDevice.objects.get(user=user, confirmed=True))
-
-
-def password_step(page: Any, url: str, username: str) -> None:
-    page.goto(f"{url}/portal/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Continue").click()
-
-
-def sign_in(page: Any, url: str, user: Any) -> None:
-    password_step(page, url, user.username)
-    page.wait_for_url(re.compile(r"/portal/login/verify/$"))
-    page.get_by_label("Authentication code").fill(totp_for(user))
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r"/portal/$"))
 
 
 def screenshot(page: Any, name: str) -> None:
