@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+from auditlog.context import auditlog_value
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
@@ -13,6 +14,21 @@ from accounts.models import ApiToken, token_digest
 
 # Writing last_used_at on every request would turn reads into writes; once a minute is enough.
 LAST_USED_RESOLUTION_SECONDS = 60
+
+
+def name_history_actor(user: Any) -> None:
+    """Make `user` the actor of this request's model-change history (django-auditlog).
+
+    auditlog's middleware takes the actor from request.user before the view runs; a token is
+    only checked later, by DRF, so a revoke through the API was recorded "by the system". The
+    middleware's context for this request (auditlog 3.4: the dict in `auditlog_value`, read when
+    each LogEntry is saved) gets the token's user; its address and port stay as they are.
+    `auditlog.context.set_actor` is not used: it replaces that context without restoring it,
+    which leaves the middleware's own signal receiver connected after every request.
+    """
+    context = auditlog_value.get(None)
+    if context is not None and context.get("actor") is None:
+        context["actor"] = user
 
 
 class VerifiedSessionAuthentication(authentication.SessionAuthentication):
@@ -57,6 +73,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             or (now - token.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS
         ):
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        name_history_actor(token.user)
         return token.user, token
 
     def authenticate_header(self, request: Request) -> str:

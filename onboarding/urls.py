@@ -24,6 +24,7 @@ api_v1 = [
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("", include("pki.urls")),
     # The original design's paths, at the root, for existing clients.
     *original_paths,

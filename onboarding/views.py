@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.templatetags.static import static
+from django.views.decorators.cache import cache_control
+from django.views.decorators.http import require_safe
 
 from accounts import roles
 from devices.alerts import expiring_soon
@@ -44,3 +47,12 @@ def home(request: HttpRequest) -> HttpResponse:
             context["expiring"] = expiring_soon()
             context["warning_days"] = settings.EXPIRY_WARNING_DAYS
     return render(request, "home.html", context)
+
+
+@require_safe
+@cache_control(max_age=86400, public=True)
+def favicon(request: HttpRequest) -> HttpResponseRedirect:
+    """/favicon.ico, which browsers and tools ask for whatever the page says: the portal's icon
+    (a static SVG; pages link it themselves). A redirect, so the image keeps its hashed,
+    long-cached static name; not permanent, since that name changes with the image."""
+    return HttpResponseRedirect(static("favicon.svg"))

@@ -201,7 +201,7 @@ def test_device_page_shows_certificate_topics_and_history(operator: Client) -> N
     device = Device.objects.get(name="detailed")
     html = operator.get(f"/portal/devices/{device.id}/").content.decode()
     certificate = Certificate.objects.get(device=device)
-    assert certificate.serial in html
+    assert certificate.serial in html.replace("<wbr>", "")  # ids may break at <wbr>
     assert f"devices/{device.id}/#" in html
     assert "Device registered" in html  # audit history
     assert "Revoke" in html and "Re-issue certificate" in html

@@ -24,7 +24,7 @@ from broker.models import AclRule
 from broker.rules import default_rules
 from devices import services
 from devices.delivery import IssuedBundle
-from devices.errors import DeviceNotFound
+from devices.errors import DeviceNotFound, HardwareIdConflict
 from devices.models import Device, DeviceStatus
 from onboarding.addresses import client_address
 from onboarding.errors import ServiceError
@@ -143,6 +143,8 @@ def register(request: HttpRequest) -> HttpResponse:
                 actor=request.user,
                 address=client_address(request),
             )
+        except HardwareIdConflict as error:
+            form.add_error("hardware_id", error.message)  # on the field that has to change
         except ServiceError as error:
             form.add_error(None, error.message)
         else:
