@@ -38,7 +38,7 @@ run: $(VENV)/.runtime-installed
 # Debian may lack python3-venv.
 test:
 	.ci/prepare
-	@$(MAKE) --no-print-directory $(VENV)/.dev-installed
+	@$(MAKE) -s --no-print-directory $(VENV)/.dev-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The same suite on PostgreSQL (installed and started by .ci/prepare --postgres); the run
@@ -46,7 +46,7 @@ test:
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/onboarding
 test-postgres:
 	.ci/prepare --postgres
-	@$(MAKE) --no-print-directory $(VENV)/.dev-installed
+	@$(MAKE) -s --no-print-directory $(VENV)/.dev-installed
 	DATABASE_URL=$(POSTGRES_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Lint and type-check with throw-away secrets (mypy's Django plugin imports the settings).
