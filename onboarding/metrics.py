@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from onboarding.addresses import client_address
 from onboarding.api import error_body
 
-# The README's "Metrics" section lists these; dashboards and alerts depend on the names.
+# docs/deployment.md "Metrics" lists these; dashboards and alerts depend on the names.
 EXPIRING_WITHIN_DAYS = 30
 
 

@@ -280,7 +280,7 @@ LOCK_DIR = DATA_DIR / "locks"
 # How long a CRL or ACL writer waits for another process's lock before failing (503).
 LOCK_TIMEOUT_SECONDS: float = env.float("LOCK_TIMEOUT_SECONDS", default=30.0)
 
-# --- Credential delivery and broker (see README "Settings") ---
+# --- Credential delivery and broker (see docs/deployment.md "Settings") ---
 DOWNLOAD_EXPIRY_MINUTES: int = env.int("DOWNLOAD_EXPIRY_MINUTES", default=30)
 BROKER_BACKEND: str = env.str("BROKER_BACKEND", default="mosquitto_acl")
 # mosquitto_dynsec: the plugin library (default: found where Debian's mosquitto puts it).
