@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hmac
+import math
+import time
 from typing import Any
 
 from auditlog.context import auditlog_value
+from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from accounts.models import ApiToken, token_digest
+from onboarding.addresses import client_address
 
 # Writing last_used_at on every request would turn reads into writes; once a minute is enough.
 LAST_USED_RESOLUTION_SECONDS = 60
@@ -45,6 +50,47 @@ class VerifiedSessionAuthentication(authentication.SessionAuthentication):
         return result
 
 
+class FailedTokenThrottle:
+    """Failed token authentications per client address (by the trusted-proxy rule), counted in
+    the shared cache so every worker process sees the same count.
+
+    A fixed window: the first failure opens it for API_TOKEN_FAILURE_WINDOW_SECONDS; past
+    API_TOKEN_FAILURE_LIMIT failures in it, that address gets 429 for every token, valid ones
+    included (answering a valid token differently would tell the guesser which guess was
+    right), until the window ends. Refused requests are not counted, so a flood that goes on
+    cannot extend the block: a valid token from a shared address waits one window at most.
+    """
+
+    scope = "api-token-failures"
+
+    def __init__(self, request: Request) -> None:
+        address = client_address(request) or "unknown"
+        self.count_key = f"{self.scope}:count:{address}"
+        self.start_key = f"{self.scope}:start:{address}"
+
+    def refuse_if_blocked(self) -> None:
+        if int(cache.get(self.count_key, 0)) < settings.API_TOKEN_FAILURE_LIMIT:
+            return
+        started = float(cache.get(self.start_key, time.time()))
+        wait = max(1, math.ceil(started + settings.API_TOKEN_FAILURE_WINDOW_SECONDS - time.time()))
+        raise exceptions.Throttled(
+            wait,
+            detail="Too many failed API token attempts from this address; the API refuses tokens"
+            " from it for a while.",
+        )
+
+    def record_failure(self) -> None:
+        window = settings.API_TOKEN_FAILURE_WINDOW_SECONDS
+        # add() opens the window only if none is open; incr() is atomic in Redis and keeps the
+        # key's expiry, so the window closes on time however many failures it holds.
+        cache.add(self.start_key, time.time(), timeout=window)
+        if not cache.add(self.count_key, 1, timeout=window):
+            try:
+                cache.incr(self.count_key)
+            except ValueError:  # the window closed between add() and incr()
+                cache.add(self.count_key, 1, timeout=window)
+
+
 class ApiTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Token"
 
@@ -52,6 +98,15 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         header = authentication.get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword.lower().encode():
             return None
+        throttle = FailedTokenThrottle(request)
+        throttle.refuse_if_blocked()
+        try:
+            return self._check(header)
+        except exceptions.AuthenticationFailed:
+            throttle.record_failure()
+            raise
+
+    def _check(self, header: list[bytes]) -> tuple[Any, ApiToken]:
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("The Authorization header must be 'Token <token>'.")
         try:
@@ -63,6 +118,9 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         # The lookup is by digest; the constant-time comparison guards against any index timing.
         if token is None or not hmac.compare_digest(token.digest, digest):
             raise exceptions.AuthenticationFailed("The API token is not valid.")
+        # Read from the database on every request (no cache): a revoked token fails at once.
+        if token.is_revoked:
+            raise exceptions.AuthenticationFailed("The API token was revoked; ask for a new one.")
         if token.is_expired:
             raise exceptions.AuthenticationFailed("The API token has expired; ask for a new one.")
         if not token.user.is_active:

@@ -19,6 +19,8 @@ class AuditAction(models.TextChoices):
     LOGIN_OTP_FAILED = "login.otp_failed", "Failed second factor"
     OTP_ENROLLED = "otp.enrolled", "Authenticator enrolled"
     LOGGED_OUT = "logout", "Sign-out"
+    TOKEN_CREATED = "token.created", "API token created"
+    TOKEN_REVOKED = "token.revoked", "API token revoked"
 
 
 class AuditEventQuerySet(models.QuerySet["AuditEvent"]):

@@ -103,12 +103,18 @@ class DeviceAdmin(ReadOnlyAdmin):
         current = device.current_certificate
         return current.not_after if current else None
 
-    # Permissions of the actions: the role's, as in the portal and the API.
+    # Permissions of the actions: the role's, decided where the portal's are (accounts.roles).
     def has_revoke_permission(self, request: HttpRequest) -> bool:
-        return bool(request.user.has_perm(roles.REVOKE))
+        return roles.may_in_browser(request.user, roles.REVOKE)
 
     def has_reissue_permission(self, request: HttpRequest) -> bool:
-        return bool(request.user.has_perm(roles.REISSUE))
+        return roles.may_in_browser(request.user, roles.REISSUE)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return roles.may_in_browser(request.user, roles.VIEW)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return roles.may_use_browser(request.user)
 
     @admin.action(permissions=["revoke"], description="Revoke selected devices…")
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[Device]) -> HttpResponse | None:

@@ -25,7 +25,7 @@ from audit import services as audit
 from audit.models import AuditAction
 from broker.rules import default_rules
 from devices.bundles import BundleContents, build_bundle, new_bundle_password
-from devices.models import Device, DownloadAttempt, DownloadLink, DownloadOutcome
+from devices.models import Device, DeviceStatus, DownloadAttempt, DownloadLink, DownloadOutcome
 from onboarding.errors import ServiceError
 from onboarding.fs import write_atomically
 from pki.keystore import get_ca
@@ -226,33 +226,69 @@ def _discard_bundle(link: DownloadLink) -> None:
             path.unlink()
 
 
-def download_bundle(token: str, *, address: str | None = None, user_agent: str = "") -> Download:
-    """Hand out the bundle once. Every attempt, granted or refused, is recorded."""
-    link = (
+def _find_link(token: str) -> DownloadLink | None:
+    return (
         DownloadLink.objects.select_related("device", "certificate")
         .filter(token_digest=token_digest(token))
         .first()
     )
-    if link is None:
-        _record(DownloadOutcome.UNKNOWN, None, address, user_agent)
-        raise BundleNotFound("This download link does not exist. Check that it was copied whole.")
-    now = timezone.now()
+
+
+def _refusal(link: DownloadLink, now: dt.datetime) -> tuple[DownloadOutcome, ServiceError] | None:
+    """Why the link cannot hand out its bundle now, or None if it can (the file aside)."""
+    if link.device.status == DeviceStatus.REVOKED:
+        # Said first and plainly: "use the newest link" would send the holder looking for one.
+        return DownloadOutcome.REVOKED, _gone(
+            "device_revoked",
+            "The device was revoked, so its credentials can no longer be downloaded or used.",
+            next_step="Ask an operator whether the device should be registered again.",
+        )
     if link.used_at is not None:
-        _record(DownloadOutcome.REUSED, link, address, user_agent)
-        raise _gone("link_used", f"This link was already used at {link.used_at:%Y-%m-%d %H:%M} UTC.")
+        return DownloadOutcome.REUSED, _gone(
+            "link_used", f"This link was already used at {link.used_at:%Y-%m-%d %H:%M} UTC."
+        )
     if link.withdrawn_at is None and link.certificate is None:
-        _record(DownloadOutcome.NOT_READY, link, address, user_agent)
-        raise BundleNotReady(
+        return DownloadOutcome.NOT_READY, BundleNotReady(
             "The device is still being provisioned and its bundle is not ready yet; "
             "try this link again in a few seconds. It stays valid until it is used."
         )
     if link.withdrawn_at is not None or link.certificate is None or link.certificate.status != "active":
-        _record(DownloadOutcome.WITHDRAWN, link, address, user_agent)
-        raise _gone("link_withdrawn", "A newer bundle replaced this one; use the newest link.")
+        return DownloadOutcome.WITHDRAWN, _gone(
+            "link_withdrawn", "A newer bundle replaced this one; use the newest link."
+        )
     if link.expires_at <= now:
-        _record(DownloadOutcome.EXPIRED, link, address, user_agent)
-        _discard_bundle(link)
-        raise _gone("link_expired", f"This link expired at {link.expires_at:%Y-%m-%d %H:%M} UTC.")
+        return DownloadOutcome.EXPIRED, _gone(
+            "link_expired", f"This link expired at {link.expires_at:%Y-%m-%d %H:%M} UTC."
+        )
+    return None
+
+
+def check_link(token: str) -> DownloadLink:
+    """The link, if its bundle could be downloaded now; the refusal otherwise. Records and changes
+    nothing: a look at a link (a browser opening it, a chat previewer) must not use it up."""
+    link = _find_link(token)
+    if link is None:
+        raise BundleNotFound("This download link does not exist. Check that it was copied whole.")
+    refusal = _refusal(link, timezone.now())
+    if refusal is not None:
+        raise refusal[1]
+    return link
+
+
+def download_bundle(token: str, *, address: str | None = None, user_agent: str = "") -> Download:
+    """Hand out the bundle once. Every attempt, granted or refused, is recorded."""
+    link = _find_link(token)
+    if link is None:
+        _record(DownloadOutcome.UNKNOWN, None, address, user_agent)
+        raise BundleNotFound("This download link does not exist. Check that it was copied whole.")
+    now = timezone.now()
+    refusal = _refusal(link, now)
+    if refusal is not None:
+        outcome, error = refusal
+        _record(outcome, link, address, user_agent)
+        if outcome == DownloadOutcome.EXPIRED:
+            _discard_bundle(link)
+        raise error
     try:
         data = bundle_path(link.device_id).read_bytes()
     except FileNotFoundError:
@@ -277,8 +313,8 @@ def download_bundle(token: str, *, address: str | None = None, user_agent: str =
     return Download(data=data, filename=f"{link.device_id}-credentials.zip")
 
 
-def _gone(code: str, message: str) -> BundleGone:
-    error = BundleGone(f"{message} Ask an operator for a new bundle.")
+def _gone(code: str, message: str, next_step: str = "Ask an operator for a new bundle.") -> BundleGone:
+    error = BundleGone(f"{message} {next_step}")
     error.code = code
     return error
 

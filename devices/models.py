@@ -175,6 +175,7 @@ class DownloadOutcome(models.TextChoices):
     UNKNOWN = "unknown", "Refused: unknown link"
     MISSING = "missing", "Failed: bundle file missing"
     NOT_READY = "not_ready", "Refused: still being provisioned"
+    REVOKED = "revoked", "Refused: device revoked"
 
 
 class DownloadAttempt(models.Model):

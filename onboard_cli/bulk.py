@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onboard_cli import text_rules
 from onboard_cli.client import CliError, PortalClient, ServerError, Unreachable
 
 KEY_TYPES = ("rsa2048", "rsa3072", "ec-p256")
@@ -44,12 +44,6 @@ def spreadsheet_safe(value: Any) -> Any:
 
 def safe_row(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
     return {column: spreadsheet_safe(row.get(column, "")) for column in columns}
-
-
-# The portal's own rule for names: one line, no control characters, no outer spaces.
-SINGLE_LINE = re.compile(
-    r"^[^\s\x00-\x1f\x7f-\x9f\u2028\u2029](?:[^\x00-\x1f\x7f-\x9f\u2028\u2029]*[^\s\x00-\x1f\x7f-\x9f\u2028\u2029])?$"
-)
 
 
 @dataclass(frozen=True)
@@ -117,14 +111,13 @@ def _parse(record: dict[str, Any], line: int, base: Path) -> tuple[Row | None, l
     problems = []
     if None in record:
         problems.append("more cells than header columns")
-    name = (record.get("name") or "").strip()
-    if not name:
-        problems.append("name is empty")
-    elif len(name) > 128 or not SINGLE_LINE.match(name):
-        problems.append("name must be one line of 1 to 128 characters")
-    hardware_id = (record.get("hardware_id") or "").strip() or None
-    if hardware_id and (len(hardware_id) > 128 or not SINGLE_LINE.match(hardware_id)):
-        problems.append("hardware_id must be one line of 1 to 128 characters")
+    # The rule the server applies (text_rules, shared); only plain spaces are dropped.
+    name = text_rules.clean_typed(record.get("name") or "")
+    if problem := text_rules.one_line_problem(name):
+        problems.append(f"name {problem}")
+    hardware_id = text_rules.clean_typed(record.get("hardware_id") or "") or None
+    if hardware_id and (problem := text_rules.one_line_problem(hardware_id)):
+        problems.append(f"hardware_id {problem}")
     key_type = (record.get("key_type") or "").strip() or None
     if key_type and key_type not in KEY_TYPES:
         problems.append(f"key_type {key_type!r} is not one of {', '.join(KEY_TYPES)}")

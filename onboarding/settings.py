@@ -312,6 +312,11 @@ AXES_COOLOFF_TIME = datetime.timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", 
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "onboarding.addresses.client_address"
+# Failed API token authentications (unknown, expired or revoked tokens) are counted per client
+# address (accounts.authentication): past the limit within the window, that address gets 429
+# for every token until the window ends, so guessing is slow and nobody is locked out for long.
+API_TOKEN_FAILURE_LIMIT: int = env.int("API_TOKEN_FAILURE_LIMIT", default=20)
+API_TOKEN_FAILURE_WINDOW_SECONDS: int = env.int("API_TOKEN_FAILURE_WINDOW_SECONDS", default=60)
 
 # --- Operator portal sessions (portal/) ---
 LOGIN_URL = "portal:login"

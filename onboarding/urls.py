@@ -1,15 +1,16 @@
 from django.contrib import admin
 from django.urls import include, path
-from django_otp.admin import OTPAdminSite
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts.admin import StaffAdminSite
 from accounts.forms import AdminLoginForm
 from devices.api.urls import original_paths
 from devices.views import DownloadView
 from onboarding import health, metrics, views
 
-# Every admin login needs a second factor: the admin site only admits OTP-verified staff.
-admin.site.__class__ = OTPAdminSite
+# Every admin login needs a second factor: the admin site only admits OTP-verified staff, and
+# only in a role that works in a browser (accounts.roles: integrators are API-only).
+admin.site.__class__ = StaffAdminSite
 admin.site.login_form = AdminLoginForm
 
 handler400 = "onboarding.api.bad_request"

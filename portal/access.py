@@ -19,7 +19,7 @@ from accounts import roles
 
 View = TypeVar("View", bound=Callable[..., HttpResponse])
 
-PORTAL_ROLES = (roles.OPERATORS, roles.AUDITORS)
+PORTAL_ROLES = roles.BROWSER_ROLES
 
 
 def is_verified(user: Any) -> bool:
@@ -29,11 +29,7 @@ def is_verified(user: Any) -> bool:
 
 def may_use_portal(user: Any) -> bool:
     """Superusers, and users in a portal role who may view devices. Integrators are API-only."""
-    if not user.is_active:
-        return False
-    if user.is_superuser:
-        return True
-    return bool(user.groups.filter(name__in=PORTAL_ROLES).exists() and user.has_perm(roles.VIEW))
+    return roles.may_use_browser(user)
 
 
 def portal_view(permission: str | None = None) -> Callable[[View], View]:
@@ -51,7 +47,7 @@ def portal_view(permission: str | None = None) -> Callable[[View], View]:
                 return redirect_to_login(request.get_full_path())
             if not may_use_portal(user):
                 raise PermissionDenied("The portal is for operators and auditors; integrators use the API.")
-            if permission is not None and not user.has_perm(permission):
+            if permission is not None and not roles.may_in_browser(user, permission):
                 raise PermissionDenied("Your role does not allow this action.")
             return view(request, *args, **kwargs)
 
@@ -61,4 +57,4 @@ def portal_view(permission: str | None = None) -> Callable[[View], View]:
 
 
 def can(user: Any, permission: str) -> bool:
-    return bool(user.has_perm(permission))
+    return roles.may_in_browser(user, permission)

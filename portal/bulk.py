@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from devices import services
 from devices.models import Device
+from onboard_cli import text_rules
 from onboard_cli.bulk import safe_row  # the same results file as `onboard bulk-register` writes
 from onboarding.errors import ServiceError
 from pki.profiles import KeyType
@@ -44,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 NAME, HARDWARE_ID, KEY_TYPE = "name", "hardware_id", "key_type"
 RESERVED = {NAME, HARDWARE_ID, KEY_TYPE}
-MAX_FIELD = 128
 MAX_METADATA_VALUE = 256
 # A row never takes this long (RSA keygen and a signature); silence beyond it means the runner died.
 HEARTBEAT_STALE = dt.timedelta(minutes=2)
@@ -76,10 +76,6 @@ class CheckedFile:
     @property
     def ok(self) -> bool:
         return bool(self.rows) and not self.problems
-
-
-def _one_line(value: str) -> bool:
-    return 1 <= len(value) <= MAX_FIELD and not any(ord(char) < 32 or ord(char) == 127 for char in value)
 
 
 def check_csv(data: bytes, *, max_rows: int | None = None) -> CheckedFile:
@@ -140,15 +136,14 @@ def _check_row(
     problems = []
     if record.get(None):
         problems.append(RowProblem(line, "More fields than the header has columns."))
-    name = (record.get(NAME) or "").strip()
-    if not name:
-        problems.append(RowProblem(line, "The name is empty."))
-    elif not _one_line(name):
-        problems.append(RowProblem(line, f"The name is longer than {MAX_FIELD} characters or not one line."))
-    hardware_id = (record.get(HARDWARE_ID) or "").strip()
+    # The rule every entry point shares (onboard_cli.text_rules); only plain spaces are dropped.
+    name = text_rules.clean_typed(record.get(NAME) or "")
+    if problem := text_rules.one_line_problem(name):
+        problems.append(RowProblem(line, f"The name {problem}."))
+    hardware_id = text_rules.clean_typed(record.get(HARDWARE_ID) or "")
     if hardware_id:
-        if not _one_line(hardware_id):
-            problems.append(RowProblem(line, f"The hardware id is longer than {MAX_FIELD} characters."))
+        if problem := text_rules.one_line_problem(hardware_id):
+            problems.append(RowProblem(line, f"The hardware id {problem}."))
         elif hardware_id in first_line:
             problems.append(
                 RowProblem(line, f"Hardware id '{hardware_id}' is also on line {first_line[hardware_id]}.")

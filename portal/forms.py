@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
 
+from onboard_cli import text_rules
 from pki.profiles import MAX_CSR_BYTES, KeyType, RevocationReason
 
-# One line of 1 to 128 characters, as the API accepts (no control characters).
-_ONE_LINE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 MAX_CSV_BYTES = 2 * 1024 * 1024
 METADATA_LINES = 50
 
@@ -31,9 +29,11 @@ REASON_CHOICES = [
 
 
 def one_line(value: str, label: str) -> str:
-    value = value.strip()
-    if not _ONE_LINE.match(value):
-        raise ValidationError(f"{label} must be one line of 1 to 128 characters.")
+    """The name and hardware id rule every entry point shares (onboard_cli.text_rules)."""
+    value = text_rules.clean_typed(value)
+    problem = text_rules.one_line_problem(value)
+    if problem is not None:
+        raise ValidationError(f"{label} {problem}.")
     return value
 
 
@@ -93,11 +93,14 @@ class CSRFields(forms.Form):
 
 
 class RegisterForm(CSRFields):
-    name = forms.CharField(max_length=128, help_text="Shown in lists; one line.")
+    # strip=False: Django's strip would cut a line break or U+2028 off the ends unseen; the
+    # shared rule refuses them instead (only plain spaces are dropped).
+    name = forms.CharField(max_length=128, strip=False, help_text="Shown in lists; one line.")
     hardware_id = forms.CharField(
         label="Hardware id (optional)",
         max_length=128,
         required=False,
+        strip=False,
         help_text="Serial number or MAC; unique.",
     )
     key_type = forms.ChoiceField(
@@ -117,7 +120,7 @@ class RegisterForm(CSRFields):
         return one_line(self.cleaned_data["name"], "The name")
 
     def clean_hardware_id(self) -> str | None:
-        value = str(self.cleaned_data.get("hardware_id") or "").strip()
+        value = text_rules.clean_typed(str(self.cleaned_data.get("hardware_id") or ""))
         return one_line(value, "The hardware id") if value else None
 
     def clean_metadata(self) -> dict[str, str]:

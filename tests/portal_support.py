@@ -50,7 +50,13 @@ def restore_roles() -> None:
     from django.contrib.auth.models import Group, Permission
 
     grants: dict[str, set[str]] = {}
-    for name in ("0002_roles", "0003_download_history_roles", "0004_audit_roles", "0005_history_roles"):
+    for name in (
+        "0002_roles",
+        "0003_download_history_roles",
+        "0004_audit_roles",
+        "0005_history_roles",
+        "0008_token_roles",
+    ):
         module = importlib.import_module(f"accounts.migrations.{name}")
         for role, names in getattr(module, "ROLE_PERMISSIONS", getattr(module, "GRANTS", {})).items():
             grants.setdefault(role, set()).update(names)

@@ -316,5 +316,7 @@ def test_revoking_a_device_withdraws_its_open_link(operator_api: APIClient) -> N
     operator_api.post(f"/revoke/{answer['id']}", {"reason": "keyCompromise"}, format="json")
     response = APIClient().get(link_path(answer))
     assert response.status_code == 410
-    assert response.json()["error"]["code"] == "link_withdrawn"
+    # Its own code (issue #21, item 6): "a newer bundle replaced this one" was not true.
+    assert response.json()["error"]["code"] == "device_revoked"
+    assert "The device was revoked" in response.json()["error"]["message"]
     assert not delivery.bundle_path(answer["id"]).exists()

@@ -9,16 +9,15 @@ from rest_framework import serializers
 
 from broker.rules import default_rules
 from devices.models import Device, DeviceStatus
+from onboard_cli import text_rules
 from pki.models import Certificate
 from pki.profiles import MAX_CSR_BYTES, KeyType, RevocationReason
 
 MAX_METADATA_BYTES = 8 * 1024
 
-# One line of text: no control characters or line separators, no space at either end. The same
-# pattern is in the OpenAPI schema, so clients can check before they send.
-_TEXT = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]"
-_EDGE = r"[^\s\x00-\x1f\x7f-\x9f\u2028\u2029]"
-SINGLE_LINE_PATTERN = f"^{_EDGE}(?:{_TEXT}*{_EDGE})?$"
+# One line of text: the rule every entry point shares (onboard_cli.text_rules), also in the
+# OpenAPI schema as a pattern, so clients can check before they send.
+SINGLE_LINE_PATTERN = text_rules.PATTERN
 SINGLE_LINE_MESSAGE = "Use one line of text, without control characters or spaces at either end."
 
 
@@ -32,13 +31,20 @@ class StringsOnly:
 
 
 class SingleLineField(StringsOnly, serializers.RegexField):
-    pass
+    """The rule, naming what is wrong; its pattern (equivalent) documents it in the schema."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        problem = text_rules.one_line_problem(value)
+        if problem is not None:
+            raise serializers.ValidationError(f"The value {problem}.", code="invalid")
+        return value
 
 
 def single_line_field(**kwargs: Any) -> serializers.RegexField:
     return SingleLineField(
         SINGLE_LINE_PATTERN,
-        max_length=128,
+        max_length=text_rules.MAX_LENGTH,
         trim_whitespace=False,
         error_messages={"invalid": SINGLE_LINE_MESSAGE},
         **kwargs,
