@@ -324,3 +324,14 @@ def test_list_json_after_the_command_against_the_portal(portal: Portal, capsys: 
     assert code == 0 and [device["id"] for device in listed] == [device_id]
     code = main(["status", device_id, "--url", portal.url, "--json", "--token", portal.token])
     assert code == 0 and json.loads(capsys.readouterr().out)["id"] == device_id
+
+
+def test_register_with_a_refused_csr_names_the_reason(portal: Portal, capsys: Any, tmp_path: Path) -> None:
+    from tests.test_csr_policy import openssl_csr
+
+    csr = tmp_path / "sha1.csr"
+    csr.write_text(openssl_csr(tmp_path, "sha1", ["-newkey", "rsa:2048", "-sha1"]))
+    code, _, err = portal.run(capsys, "register", "--name", "old-tool", "--csr", str(csr))
+    assert code == 1
+    assert "SHA-1" in err and "400 csr_signature_algorithm_not_allowed" in err
+    assert not Device.objects.exists()
