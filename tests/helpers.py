@@ -125,3 +125,13 @@ def lock_held_elsewhere(name: str) -> Iterator[None]:
     finally:
         release.set()
         holder.join(10)
+
+
+def superuser_token(username: str) -> str:
+    """A committed superuser and a real API token for it, for a client in another process."""
+    from django.contrib.auth.models import User
+
+    from accounts.services import create_api_token
+
+    user = User.objects.create_superuser(username, password="a-long-test-password")
+    return create_api_token(user).value
