@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+# Where download links and the certificates' CRL distribution point send clients: the address
+# `make run` serves on, unless PORTAL_URL is given (environment or `make run PORTAL_URL=...`).
+PORTAL_URL ?= http://127.0.0.1:$(PORT)
 # make run is development: generated secrets in DATA_DIR, SQLite, tasks in-process.
-RUN_ENV := DEBUG=true
+RUN_ENV := DEBUG=true PORTAL_URL=$(PORTAL_URL)
 
 .PHONY: run test test-postgres lint bench clean
 

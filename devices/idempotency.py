@@ -6,6 +6,15 @@ only as an HMAC digest. Reading the database is not enough to read an answer; re
 the key is. The key is claimed (a committed row) before any work, so of two concurrent
 requests with one key only one registers anything; the other is told to retry (409) and then
 gets the stored answer.
+
+A claim is alive exactly as long as the request that holds it: that request holds the lock
+`claim_lock_name(...)` (an advisory lock on PostgreSQL, an flock on SQLite), which the database
+or the kernel frees when its process dies, even by SIGKILL. A retry that finds a pending claim
+with its lock free takes it over at once; one that finds the lock held gets 409 (never two
+requests at work on one key). The answer is stored in the same transaction as the registration
+(`Claim.keep`, called by the service inside its transaction), so a process that dies either
+committed both the device and its answer, which the retry replays, or neither, so taking the
+claim over cannot register a device twice.
 """
 
 from __future__ import annotations
@@ -29,13 +38,13 @@ from rest_framework.response import Response
 
 from devices.models import IdempotentRequest
 from onboarding.errors import ServiceError
+from onboarding.locks import forget_lock, lock_if_free
 
 HEADER = "Idempotency-Key"
 # Keys must carry enough entropy that the stored answer cannot be decrypted by guessing them.
 MIN_KEY_LENGTH = 16
 MAX_KEY_LENGTH = 255
 RETENTION = dt.timedelta(hours=24)
-ABANDONED_AFTER = dt.timedelta(minutes=10)
 PENDING = 0  # status_code of a claimed key whose request is still being handled
 NONCE_BYTES = 12
 
@@ -86,54 +95,102 @@ def _replay(record: IdempotentRequest, key: str, request_digest: str) -> Respons
     return response
 
 
-def run_once(request: Request, work: Callable[[], Response]) -> Response:
+def claim_lock_name(key_digest: str) -> str:
+    """The lock the request holding this claim holds for as long as it runs."""
+    return f"idempotency-{key_digest[:32]}"
+
+
+class Claim:
+    """What a request's work gets: `keep(response)` stores the answer, to be called inside the
+    transaction that makes the change, so the change and its answer commit together."""
+
+    def __init__(self, record: IdempotentRequest | None = None, key: str = "") -> None:
+        self._record = record
+        self._key = key
+        self.kept = False
+
+    def keep(self, response: Response) -> Response:
+        record = self._record
+        if record is None or not 200 <= response.status_code < 300:
+            return response
+        nonce = os.urandom(NONCE_BYTES)
+        plain = json.dumps(response.data, default=str).encode()
+        record.status_code = response.status_code
+        record.encrypted_response = nonce + _cipher(self._key).encrypt(
+            nonce, plain, record.key_digest.encode()
+        )
+        record.save(update_fields=["status_code", "encrypted_response"])
+        self.kept = True
+        return response
+
+
+#: The work of a request sent without an Idempotency-Key: nothing to keep.
+NO_CLAIM = Claim()
+
+
+def run_once(request: Request, work: Callable[[Claim], Response]) -> Response:
     key = request.headers.get(HEADER)
     if key is None:
-        return work()
+        return work(NO_CLAIM)
     if not (MIN_KEY_LENGTH <= len(key) <= MAX_KEY_LENGTH) or not all("!" <= char <= "~" for char in key):
         raise InvalidIdempotencyKey(
             f"{HEADER} must be {MIN_KEY_LENGTH} to {MAX_KEY_LENGTH} visible ASCII characters (a UUID works)."
         )
     key_digest = _key_digest(request.user.pk, key)
     request_digest = _request_digest(request.data)
-    now = timezone.now()
-    IdempotentRequest.objects.filter(created_at__lt=now - RETENTION).delete()
-    # An in-flight claim older than this is taken as abandoned (its process died).
-    IdempotentRequest.objects.filter(status_code=PENDING, created_at__lt=now - ABANDONED_AFTER).delete()
-    # Claim the key before any work: of two concurrent requests with one key, only one signs
-    # anything; the other sees the claim (or, later, the stored answer).
+    IdempotentRequest.objects.filter(created_at__lt=timezone.now() - RETENTION).delete()
+    lock = claim_lock_name(key_digest)
+    with lock_if_free(lock) as ours:
+        record = IdempotentRequest.objects.filter(key_digest=key_digest).first()
+        if record is not None and record.status_code != PENDING:
+            return _replay(record, key, request_digest)
+        if not ours:
+            # A live request holds this key: never a second one at work on it.
+            if record is not None and not hmac.compare_digest(record.request_digest, request_digest):
+                raise IdempotencyKeyReused(
+                    f"This {HEADER} is in use for a different request; use a new key for a new request."
+                )
+            raise IdempotentRequestInProgress(
+                f"A request with this {HEADER} is still being handled; retry in a few seconds."
+            )
+        record = _claim(record, key_digest, request_digest)
+        claim = Claim(record, key)
+        try:
+            response = work(claim)
+        except BaseException:
+            _release(record)
+            raise
+        if not 200 <= response.status_code < 300:
+            _release(record)
+            return response
+        if not claim.kept:
+            claim.keep(response)
+        forget_lock(lock)  # the answer is final now
+        return response
+
+
+def _claim(record: IdempotentRequest | None, key_digest: str, request_digest: str) -> IdempotentRequest:
+    """The committed claim of the key, made now or taken over from a request that died (its
+    lock was free, so it is not running; its transaction, and any device, rolled back with it)."""
+    if record is not None:
+        record.request_digest = request_digest
+        record.save(update_fields=["request_digest"])
+        return record
     try:
         with transaction.atomic():
-            claim = IdempotentRequest.objects.create(
+            return IdempotentRequest.objects.create(
                 key_digest=key_digest,
                 request_digest=request_digest,
                 status_code=PENDING,
                 encrypted_response=b"",
             )
     except IntegrityError:
-        existing = IdempotentRequest.objects.filter(key_digest=key_digest).first()
-        if existing is None:
-            raise
-        if existing.status_code == PENDING:
-            if not hmac.compare_digest(existing.request_digest, request_digest):
-                raise IdempotencyKeyReused(
-                    f"This {HEADER} is in use for a different request; use a new key for a new request."
-                ) from None
-            raise IdempotentRequestInProgress(
-                f"A request with this {HEADER} is still being handled; retry in a few seconds."
-            ) from None
-        return _replay(existing, key, request_digest)
-    try:
-        response = work()
-    except BaseException:
-        claim.delete()
-        raise
-    if not 200 <= response.status_code < 300:
-        claim.delete()
-        return response
-    nonce = os.urandom(NONCE_BYTES)
-    plain = json.dumps(response.data, default=str).encode()
-    claim.status_code = response.status_code
-    claim.encrypted_response = nonce + _cipher(key).encrypt(nonce, plain, key_digest.encode())
-    claim.save(update_fields=["status_code", "encrypted_response"])
-    return response
+        # Only a process that claims without the lock (code from before it) can get here.
+        raise IdempotentRequestInProgress(
+            f"A request with this {HEADER} is still being handled; retry in a few seconds."
+        ) from None
+
+
+def _release(record: IdempotentRequest) -> None:
+    """The work failed: free the key for a retry, unless its answer was committed after all."""
+    IdempotentRequest.objects.filter(pk=record.pk, status_code=PENDING).delete()

@@ -11,7 +11,7 @@ import datetime as dt
 import functools
 import logging
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -119,7 +119,11 @@ def tasks_run_in_process() -> bool:
 
 
 def register_device(
-    request: RegistrationRequest, *, actor: Actor = None, address: str | None = None
+    request: RegistrationRequest,
+    *,
+    actor: Actor = None,
+    address: str | None = None,
+    on_recorded: Callable[[Registration], object] | None = None,
 ) -> Registration:
     """Register a device, all or nothing.
 
@@ -127,11 +131,15 @@ def register_device(
     workers it comes back pending: the request is checked and recorded here, and a worker
     signs, packages and grants (`provision_device`); the bundle password and link are
     returned at once all the same, and the link serves the bundle once it is built.
+
+    `on_recorded` is called with the registration inside the transaction that records it, so
+    what it writes (the API stores its answer to an Idempotency-Key) commits with the device
+    or not at all.
     """
     if request.hardware_id:
         _refuse_taken_hardware_id(request.hardware_id)
     if not tasks_run_in_process():
-        return _register_later(request, actor=actor, address=address)
+        return _register_later(request, actor=actor, address=address, on_recorded=on_recorded)
     key = _prepare_key(request.csr_pem, request.key_type)
     device = _new_device(request, actor, save=False)
     device_id = device.id
@@ -146,6 +154,12 @@ def register_device(
             device.status = DeviceStatus.ACTIVE
             device.save(force_insert=True)
             issued = _record(device, prepared, bundle_secrets, None, actor=actor, address=address)
+            if on_recorded is not None:
+                on_recorded(
+                    Registration(
+                        device=get_device(device.id), issued=issued.certificate, bundle=issued.bundle
+                    )
+                )
     except IntegrityError:
         _forget_files(device_id)
         # Two registrations raced for the same hardware id; the database let one win.
@@ -243,7 +257,13 @@ class TaskQueueUnavailable(ServiceError):
     status = 503
 
 
-def _register_later(request: RegistrationRequest, *, actor: Actor, address: str | None) -> Registration:
+def _register_later(
+    request: RegistrationRequest,
+    *,
+    actor: Actor,
+    address: str | None,
+    on_recorded: Callable[[Registration], object] | None,
+) -> Registration:
     if request.csr_pem:
         parse_csr(request.csr_pem)  # a bad CSR is the caller's error, told now, not a failed device
     bundle_secrets = BundleSecrets.new()
@@ -251,12 +271,14 @@ def _register_later(request: RegistrationRequest, *, actor: Actor, address: str 
         with transaction.atomic():
             device = _new_device(request, actor)
             link = open_link(device, bundle_secrets.token, actor=_user_or_none(actor))
+            bundle = IssuedBundle(link=link, token=bundle_secrets.token, password=bundle_secrets.password)
+            if on_recorded is not None:
+                on_recorded(Registration(device=get_device(device.id), issued=None, bundle=bundle))
             transaction.on_commit(partial(_enqueue_provisioning, device, link, bundle_secrets, address))
     except IntegrityError:
         if request.hardware_id:
             _refuse_taken_hardware_id(request.hardware_id)
         raise
-    bundle = IssuedBundle(link=link, token=bundle_secrets.token, password=bundle_secrets.password)
     return Registration(device=get_device(device.id), issued=None, bundle=bundle)
 
 

@@ -167,11 +167,24 @@ class ResultWriter:
         self._handle.close()
 
 
-def register_row(client: PortalClient, row: Row, *, attempts: int = 4) -> dict[str, Any]:
-    """Register one row. Busy (503) and throttled (429) answers are retried with backoff: safe,
+#: How long one row waits out a busy portal (503, 429) or a request of its own still being handled
+#: (409 request_in_progress): long enough for a slow registration (the portal's request
+#: timeout) to finish. A claim whose request died is taken over at once by the portal.
+BUSY_PATIENCE_SECONDS = 120.0
+BUSY_FIRST_PAUSE = 0.5
+BUSY_LONGEST_PAUSE = 8.0
+
+
+def register_row(
+    client: PortalClient, row: Row, *, patience: float = BUSY_PATIENCE_SECONDS
+) -> dict[str, Any]:
+    """Register one row. Busy (503), throttled (429) and still-in-progress (409
+    request_in_progress) answers are retried with backoff for up to `patience` seconds: safe,
     since the Idempotency-Key makes a repeated request return the first answer."""
     base = {"line": row.line, "name": row.name, "hardware_id": row.hardware_id or ""}
-    for attempt in range(attempts):
+    deadline = time.monotonic() + patience
+    pause = BUSY_FIRST_PAUSE
+    while True:
         try:
             answer = client.register(row.body(), idempotency_key=row.idempotency_key())
             break
@@ -180,8 +193,9 @@ def register_row(client: PortalClient, row: Row, *, attempts: int = 4) -> dict[s
                 device_id = exc.payload.get("error", {}).get("device_id", "")
                 return {**base, "status": "already_registered", "device_id": device_id}
             busy = exc.status in (429, 503) or exc.code == "request_in_progress"
-            if busy and attempt + 1 < attempts:
-                time.sleep(0.5 * 2**attempt)
+            if busy and time.monotonic() + pause < deadline:
+                time.sleep(pause)
+                pause = min(pause * 2, BUSY_LONGEST_PAUSE)
                 continue
             return {**base, "status": "failed", "error": exc.message}
     return {
@@ -222,6 +236,8 @@ def run_bulk(
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             futures = [pool.submit(register_row, client, row) for row in pending]
             for future in as_completed(futures):
+                if future.cancelled():
+                    continue  # not started: the portal had gone away; the next run does it
                 try:
                     result = future.result()
                 except Unreachable as exc:

@@ -17,59 +17,85 @@ REASONS = ("unspecified", "keyCompromise", "affiliationChanged", "superseded", "
            "privilegeWithdrawn")  # fmt: skip
 
 
+def _global_options(*, connection: bool, after_command: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name (`onboard --json list` and
+    `onboard list --json`). After the name they default to SUPPRESS, so a subcommand leaves the
+    value given before it alone unless it is given again (the later one wins)."""
+    options = argparse.ArgumentParser(add_help=False)
+    unset: dict[str, Any] = {"default": argparse.SUPPRESS} if after_command else {}
+    if connection:
+        options.add_argument(
+            "--url",
+            help="portal address (default: ONBOARD_URL, the profile, http://127.0.0.1:8000)",
+            **unset,
+        )
+        options.add_argument("--token", help="API token (default: ONBOARD_TOKEN or the profile)", **unset)
+    profile_default = unset or {"default": "default"}
+    options.add_argument("--profile", help=f"profile in {profile_path()}", **profile_default)
+    options.add_argument("--json", action="store_true", help="machine-readable output", **unset)
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="onboard", description="Register, inspect and revoke IoT devices.")
-    parser.add_argument(
-        "--url", help="portal address (default: ONBOARD_URL, the profile, http://127.0.0.1:8000)"
+    parser = argparse.ArgumentParser(
+        prog="onboard",
+        description="Register, inspect and revoke IoT devices.",
+        parents=[_global_options(connection=True, after_command=False)],
     )
-    parser.add_argument("--token", help="API token (default: ONBOARD_TOKEN or the profile)")
-    parser.add_argument("--profile", default="default", help=f"profile in {profile_path()}")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    everywhere = [_global_options(connection=True, after_command=True)]
     commands = parser.add_subparsers(dest="command", required=True)
 
-    configure = commands.add_parser("configure", help="save the URL and token in a profile (mode 0600)")
+    # configure has its own --url and --token (the values to save), so only --profile and --json
+    # may follow its name.
+    configure = commands.add_parser(
+        "configure",
+        help="save the URL and token in a profile (mode 0600)",
+        parents=[_global_options(connection=False, after_command=True)],
+    )
     configure.add_argument("--url", dest="profile_url", required=True)
     configure.add_argument("--token", dest="profile_token", required=True)
 
-    register = commands.add_parser("register", help="register one device")
+    register = commands.add_parser("register", help="register one device", parents=everywhere)
     register.add_argument("--name", required=True)
     register.add_argument("--hardware-id")
     register.add_argument("--csr", type=Path, help="PEM CSR file, when the device made its own key")
     register.add_argument("--key-type", choices=KEY_TYPES)
     register.add_argument("--out", type=Path, help="download the bundle straight away to this file")
 
-    status = commands.add_parser("status", help="a device's status and certificate")
+    status = commands.add_parser("status", help="a device's status and certificate", parents=everywhere)
     status.add_argument("device_id")
 
-    listing = commands.add_parser("list", help="list devices")
+    listing = commands.add_parser("list", help="list devices", parents=everywhere)
     listing.add_argument("--status", choices=("pending", "active", "revoked", "failed"))
     listing.add_argument("--expiring-days", type=int)
     listing.add_argument("--search")
 
-    revoke = commands.add_parser("revoke", help="revoke a device")
+    revoke = commands.add_parser("revoke", help="revoke a device", parents=everywhere)
     revoke.add_argument("device_id")
     revoke.add_argument("--reason", choices=REASONS)
 
-    reissue = commands.add_parser("reissue", help="new key and certificate; the old one is superseded")
+    reissue = commands.add_parser(
+        "reissue", help="new key and certificate; the old one is superseded", parents=everywhere
+    )
     reissue.add_argument("device_id")
     reissue.add_argument("--key-type", choices=KEY_TYPES)
     reissue.add_argument("--csr", type=Path)
     reissue.add_argument("--out", type=Path)
 
     download = commands.add_parser(
-        "download", help="download a bundle by its link, or a fresh one by device id"
+        "download", help="download a bundle by its link, or a fresh one by device id", parents=everywhere
     )
     download.add_argument("target", help="a download URL, or a device id (asks for a new bundle)")
     download.add_argument("--out", type=Path, required=True)
 
-    bulk = commands.add_parser("bulk-register", help="register every row of a CSV file")
+    bulk = commands.add_parser("bulk-register", help="register every row of a CSV file", parents=everywhere)
     bulk.add_argument(
         "file", type=Path, help="CSV: name, hardware_id, key_type, csr_file, other columns = metadata"
     )
     bulk.add_argument("--out", type=Path, help="results CSV (mode 0600; default FILE.results.csv)")
     bulk.add_argument("--concurrency", type=int, default=4)
 
-    commands.add_parser("health", help="the portal's health checks")
+    commands.add_parser("health", help="the portal's health checks", parents=everywhere)
     return parser
 
 

@@ -65,7 +65,25 @@ def _wait_for(name: str, attempt: Callable[[], bool]) -> None:
 
 
 @contextlib.contextmanager
-def _acquire(name: str) -> Iterator[None]:
+def lock_if_free(name: str) -> Iterator[bool]:
+    """Take the lock `name` if no live process holds it, without waiting; yields whether it was
+    taken (and holds it for the block if so). The operating system (flock) or PostgreSQL (an
+    advisory lock belongs to its session) frees it when its holder dies, so a lock found free
+    means nobody is at work under it, even a process killed with SIGKILL a moment ago."""
+    with _acquire(name, wait=False) as taken:
+        yield taken
+
+
+def forget_lock(name: str) -> None:
+    """Remove the lock file of `name` (SQLite; nothing on PostgreSQL). Only for a lock that
+    guards something now final: a process still waiting on the old file then finds it free and
+    sees the final state, and a newcomer makes a new file."""
+    if connection.vendor != "postgresql":
+        (settings.LOCK_DIR / f"{name}.lock").unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _acquire(name: str, *, wait: bool = True) -> Iterator[bool]:
     if connection.vendor == "postgresql":
         key = _advisory_key(name)
 
@@ -74,12 +92,13 @@ def _acquire(name: str) -> Iterator[None]:
                 cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
                 return bool(cursor.fetchone()[0])
 
-        _wait_for(name, try_advisory)
+        taken = _take(name, try_advisory, wait)
         try:
-            yield
+            yield taken
         finally:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+            if taken:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
         return
     settings.LOCK_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(settings.LOCK_DIR / f"{name}.lock", "a") as handle:
@@ -91,8 +110,16 @@ def _acquire(name: str) -> Iterator[None]:
                 return False
             return True
 
-        _wait_for(name, try_flock)
+        taken = _take(name, try_flock, wait)
         try:
-            yield
+            yield taken
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if taken:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _take(name: str, attempt: Callable[[], bool], wait: bool) -> bool:
+    if not wait:
+        return attempt()
+    _wait_for(name, attempt)
+    return True

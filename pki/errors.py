@@ -40,6 +40,27 @@ class CSRKeyNotAllowed(InvalidCSR):
     code = "csr_key_not_allowed"
 
 
+class CSRRSAExponentNotAllowed(CSRKeyNotAllowed):
+    """An RSA key whose public exponent is not 65537 (e = 3 invites the low-exponent attacks on
+    PKCS#1 v1.5 signature checking, such as Bleichenbacher's 2006 forgery)."""
+
+    code = "csr_rsa_exponent_not_allowed"
+
+
+class CSRKeyTypeNotAllowed(CSRKeyNotAllowed):
+    """An RSA-PSS key (or PSS-signed request): the CA issues only rsaEncryption and EC keys, and
+    copying the key into a certificate would silently drop its PSS-only restriction (RFC 4055 1.2)."""
+
+    code = "csr_key_type_not_allowed"
+
+
+class CSRSignatureAlgorithmNotAllowed(InvalidCSR):
+    """The request is signed with a broken or unexpected hash (SHA-1, MD5): refused before its
+    signature is checked, so the answer names the algorithm instead of "does not match"."""
+
+    code = "csr_signature_algorithm_not_allowed"
+
+
 class UnsupportedKeyType(PKIError):
     code = "unsupported_key_type"
     status = 400

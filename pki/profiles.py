@@ -14,17 +14,41 @@ from dataclasses import dataclass
 from typing import cast
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
-from pki.errors import CSRKeyNotAllowed, CSRSignatureInvalid, InvalidCSR, InvalidRevocationReason
+from pki.errors import (
+    CSRKeyNotAllowed,
+    CSRKeyTypeNotAllowed,
+    CSRRSAExponentNotAllowed,
+    CSRSignatureAlgorithmNotAllowed,
+    CSRSignatureInvalid,
+    InvalidCSR,
+    InvalidRevocationReason,
+)
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 # A device CSR larger than this is not a CSR (an RSA-4096 CSR is about 1.7 kB of PEM).
 MAX_CSR_BYTES = 16 * 1024
+# The only RSA public exponent accepted (and the one the CA generates): FIPS 186-5 A.1.1
+# allows more, but small ones such as 3 are what low-exponent signature forgeries need.
+RSA_PUBLIC_EXPONENT = 65537
+# What a device CSR may be signed with: SHA-2 with PKCS#1 v1.5 or ECDSA. SHA-1 and MD5
+# collisions are practical (SHAttered, 2017), so such a signature proves nothing.
+CSR_SIGNATURE_ALGORITHMS = frozenset(
+    {
+        SignatureAlgorithmOID.RSA_WITH_SHA256,
+        SignatureAlgorithmOID.RSA_WITH_SHA384,
+        SignatureAlgorithmOID.RSA_WITH_SHA512,
+        SignatureAlgorithmOID.ECDSA_WITH_SHA256,
+        SignatureAlgorithmOID.ECDSA_WITH_SHA384,
+        SignatureAlgorithmOID.ECDSA_WITH_SHA512,
+    }
+)
 # Certificates start slightly in the past so a device whose clock lags a little accepts them.
 BACKDATE = dt.timedelta(minutes=5)
 
@@ -49,6 +73,12 @@ class KeyType(enum.StrEnum):
     def of(cls, key: object) -> KeyType:
         """The key type of a key, or CSRKeyNotAllowed when it is not on the allow-list."""
         if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
+            exponent = (key.public_key() if isinstance(key, rsa.RSAPrivateKey) else key).public_numbers().e
+            if exponent != RSA_PUBLIC_EXPONENT:
+                raise CSRRSAExponentNotAllowed(
+                    f"RSA keys with public exponent {exponent} are not accepted; "
+                    f"use e = {RSA_PUBLIC_EXPONENT} (what every current tool makes by default)."
+                )
             if key.key_size == 2048:
                 return cls.RSA2048
             if key.key_size == 3072:
@@ -294,6 +324,21 @@ class ParsedCSR:
     key_type: KeyType
 
 
+def _signature_digest_name(csr: x509.CertificateSigningRequest) -> str:
+    """The digest a CSR is signed with, as people name it (SHA-1, MD5), else the algorithm's OID."""
+    try:
+        digest = csr.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        digest = None
+    if isinstance(digest, hashes.SHA1):
+        return "SHA-1"
+    if isinstance(digest, hashes.MD5):
+        return "MD5"
+    if digest is not None:
+        return digest.name.upper()
+    return f"the algorithm {csr.signature_algorithm_oid.dotted_string}"
+
+
 def parse_csr(pem: str | bytes) -> ParsedCSR:
     """Validate a device's CSR: PEM, self-signature, key on the allow-list.
 
@@ -315,7 +360,28 @@ def parse_csr(pem: str | bytes) -> ParsedCSR:
         raise CSRKeyNotAllowed(
             "The CSR's public key could not be read or uses an unsupported algorithm."
         ) from None
-    key_type = KeyType.of(public_key)  # refuses every key type off the allow-list
+    # cryptography reads an id-RSASSA-PSS key (RFC 4055) as a plain RSA key, and a certificate
+    # made from it would say rsaEncryption: the device asked for a PSS-only key and would get
+    # one that may sign anything. So the key the certificate would carry must be, byte for byte,
+    # the one requested; and a PSS-signed request is refused the same way (this CA issues
+    # rsaEncryption and EC keys only).
+    spki = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if (
+        spki not in csr.tbs_certrequest_bytes
+        or csr.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS
+    ):
+        raise CSRKeyTypeNotAllowed(
+            "RSA-PSS CSRs are not accepted (a PSS-only key, or a PSS signature): make the key "
+            "with RSA (rsaEncryption) or EC P-256 and sign the CSR with SHA-256 (PKCS#1 v1.5 or ECDSA)."
+        )
+    key_type = KeyType.of(public_key)  # refuses every key type (and RSA exponent) off the allow-list
+    if csr.signature_algorithm_oid not in CSR_SIGNATURE_ALGORITHMS:
+        raise CSRSignatureAlgorithmNotAllowed(
+            f"The CSR is signed with {_signature_digest_name(csr)}, which is not accepted (SHA-1 and MD5 "
+            "never are): sign it with SHA-256 (openssl req -sha256)."
+        )
     try:
         signature_ok = csr.is_signature_valid
     except Exception:  # noqa: BLE001 - cryptography raises several types for exotic algorithms

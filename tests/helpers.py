@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from cryptography import x509
@@ -94,3 +95,43 @@ def subprocess_database_url() -> str:
         credentials += ":" + quote(database["PASSWORD"], safe="")
     host = database["HOST"] or "127.0.0.1"
     return f"postgres://{credentials}@{host}:{database['PORT'] or 5432}/{database['NAME']}"
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(name: str) -> Iterator[None]:
+    """The lock `name` held by another thread (its own database connection, its own lock file
+    handle), as another process would hold it (stuck, or still at work), for the block."""
+    import threading
+
+    from django.db import connection
+
+    from onboarding.locks import exclusive_lock
+
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with exclusive_lock(name):
+                taken.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert taken.wait(10)
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join(10)
+
+
+def superuser_token(username: str) -> str:
+    """A committed superuser and a real API token for it, for a client in another process."""
+    from django.contrib.auth.models import User
+
+    from accounts.services import create_api_token
+
+    user = User.objects.create_superuser(username, password="a-long-test-password")
+    return create_api_token(user).value

@@ -271,3 +271,67 @@ def test_installed_console_command(portal: Portal, tmp_path: Path) -> None:
         [str(onboard), "--url", "http://127.0.0.1:1", "health"], capture_output=True, text=True
     )
     assert broken.returncode == 3 and "Traceback" not in broken.stderr
+
+
+# Every command with the arguments it needs; the global options go before or after it.
+COMMAND_LINES = {
+    "register": ["register", "--name", "n"],
+    "status": ["status", "DEVICE"],
+    "list": ["list"],
+    "revoke": ["revoke", "DEVICE"],
+    "reissue": ["reissue", "DEVICE"],
+    "download": ["download", "DEVICE", "--out", "x.zip"],
+    "bulk-register": ["bulk-register", "rows.csv"],
+    "health": ["health"],
+}
+GLOBAL_OPTIONS = ["--json", "--url", "http://portal.example:9000", "--token", "t0k", "--profile", "lab"]
+
+
+@pytest.mark.django_db(transaction=False)
+@pytest.mark.parametrize("command", sorted(COMMAND_LINES))
+@pytest.mark.parametrize("placement", ["before", "after"])
+def test_global_options_before_or_after_the_command(command: str, placement: str) -> None:
+    from onboard_cli.main import build_parser
+
+    line = COMMAND_LINES[command]
+    argv = [*GLOBAL_OPTIONS, *line] if placement == "before" else [*line, *GLOBAL_OPTIONS]
+    args = build_parser().parse_args(argv)
+    assert (args.command, args.json, args.url, args.token, args.profile) == (
+        command, True, "http://portal.example:9000", "t0k", "lab",
+    )  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=False)
+def test_configure_takes_json_and_profile_after_its_name() -> None:
+    from onboard_cli.main import build_parser
+
+    args = build_parser().parse_args(["configure", "--url", "u", "--token", "t", "--json", "--profile", "p"])
+    # configure's own --url/--token are the values to save, not where to connect.
+    assert (args.profile_url, args.profile_token, args.json, args.profile, args.url) == (
+        "u",
+        "t",
+        True,
+        "p",
+        None,
+    )
+
+
+def test_list_json_after_the_command_against_the_portal(portal: Portal, capsys: Any) -> None:
+    _, out, _ = portal.run(capsys, "--json", "register", "--name", "after-1", "--key-type", "ec-p256")
+    device_id = json.loads(out)["id"]
+    code = main(["list", "--json", "--url", portal.url, "--token", portal.token])
+    listed = json.loads(capsys.readouterr().out)
+    assert code == 0 and [device["id"] for device in listed] == [device_id]
+    code = main(["status", device_id, "--url", portal.url, "--json", "--token", portal.token])
+    assert code == 0 and json.loads(capsys.readouterr().out)["id"] == device_id
+
+
+def test_register_with_a_refused_csr_names_the_reason(portal: Portal, capsys: Any, tmp_path: Path) -> None:
+    from tests.test_csr_policy import openssl_csr
+
+    csr = tmp_path / "sha1.csr"
+    csr.write_text(openssl_csr(tmp_path, "sha1", ["-newkey", "rsa:2048", "-sha1"]))
+    code, _, err = portal.run(capsys, "register", "--name", "old-tool", "--csr", str(csr))
+    assert code == 1
+    assert "SHA-1" in err and "400 csr_signature_algorithm_not_allowed" in err
+    assert not Device.objects.exists()

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from onboarding.fs import write_atomically
+from tests.helpers import lock_held_elsewhere
 
 
 def test_atomic_write_replaces_whole_file_with_mode(tmp_path: Path) -> None:
@@ -144,42 +143,12 @@ def test_processes_serialise_through_the_lock_their_database_calls_for(
         assert {(entry[3], entry[4]) for entry in entries} == {("sqlite", "1")}
 
 
-@contextlib.contextmanager
-def _held_elsewhere(name: str) -> Iterator[None]:
-    """The lock held by another thread (its own database connection, its own lock file handle),
-    as a stuck process would hold it, for the duration of the block."""
-    import threading
-
-    from django.db import connection
-
-    from onboarding.locks import exclusive_lock
-
-    taken, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        try:
-            with exclusive_lock(name):
-                taken.set()
-                release.wait(30)
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert taken.wait(10)
-    try:
-        yield
-    finally:
-        release.set()
-        holder.join(10)
-
-
 def test_a_lock_held_elsewhere_times_out_with_a_clear_error(settings: Any, tmp_path: Path, db: Any) -> None:
     from onboarding.locks import LockTimeout, exclusive_lock
 
     settings.LOCK_DIR = tmp_path
     settings.LOCK_TIMEOUT_SECONDS = 0.3
-    with _held_elsewhere("crl"):
+    with lock_held_elsewhere("crl"):
         started = time.monotonic()
         with pytest.raises(LockTimeout, match="held the crl lock"), exclusive_lock("crl"):
             pass
@@ -202,7 +171,7 @@ def test_a_revocation_that_cannot_get_the_crl_lock_changes_nothing(
         "/register", {"name": "waits", "key_type": "ec-p256"}, format="json"
     ).json()["id"]
     crl_before = crl_file.read_bytes()
-    with _held_elsewhere("crl"):
+    with lock_held_elsewhere("crl"):
         response = operator_api.post(f"/revoke/{device_id}")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "lock_timeout"

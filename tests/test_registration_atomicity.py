@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
@@ -95,19 +96,38 @@ def test_failed_reissue_leaves_the_crl_and_the_old_certificate_alone(
     assert (session_ca_root / "crl.pem").read_bytes() == crl_before
 
 
-def test_concurrent_requests_with_one_key_register_once(operator_api: APIClient) -> None:
+def test_a_claim_is_409_while_its_request_runs_and_taken_over_once_it_is_gone(
+    operator_api: APIClient,
+) -> None:
+    from devices.idempotency import claim_lock_name
     from devices.models import IdempotentRequest
+    from tests.helpers import lock_held_elsewhere
 
     key = "a-key-for-two-requests-0001"
-    # The first request is still being handled: its claim is there, its answer is not.
+    digest = _digest_for(operator_api, key)
+    # The first request's claim is there, its answer is not.
     IdempotentRequest.objects.create(
-        key_digest=_digest_for(operator_api, key), request_digest=_body_digest({"name": "twin"}),
-        status_code=0, encrypted_response=b"",
-    )  # fmt: skip
-    response = operator_api.post("/register", {"name": "twin"}, format="json", HTTP_IDEMPOTENCY_KEY=key)
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "request_in_progress"
-    assert Device.objects.count() == 0
+        key_digest=digest,
+        request_digest=_body_digest({"name": "twin"}),
+        status_code=0,
+        encrypted_response=b"",
+    )
+
+    def send() -> Any:
+        return operator_api.post("/register", {"name": "twin"}, format="json", HTTP_IDEMPOTENCY_KEY=key)
+
+    with lock_held_elsewhere(claim_lock_name(digest)):  # ... and that request is still running
+        response = send()
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "request_in_progress"
+        assert Device.objects.count() == 0
+    # Its process died (the lock went with it): the claim is taken over at once, not 10 minutes later.
+    taken_over = send()
+    assert taken_over.status_code == 201, taken_over.content
+    assert Device.objects.count() == 1
+    replayed = send()
+    assert replayed.status_code == 201 and replayed["Idempotent-Replayed"] == "true"
+    assert replayed.json()["id"] == taken_over.json()["id"] and Device.objects.count() == 1
 
 
 def _digest_for(client: APIClient, key: str) -> str:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,3 +58,40 @@ def celery_worker(
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+@contextmanager
+def gunicorn(
+    port: int, environment: Mapping[str, str], workers: int = 2
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The portal under gunicorn, in its own process group, once it answers; SIGTERM after the
+    block (unless the test killed it already)."""
+    import httpx
+    import pytest
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
+         "--timeout", "120", "onboarding.wsgi"],
+        cwd=ROOT,
+        env=dict(environment),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ca.crt", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                errors = server.stderr.read().decode() if server.stderr else ""
+                pytest.fail(f"gunicorn did not start: {errors}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

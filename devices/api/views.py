@@ -140,11 +140,12 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
         },
     )
     def create(self, request: Request) -> Response:
-        def register() -> Response:
+        def register(claim: idempotency.Claim) -> Response:
             payload = RegisterRequestSerializer(data=request.data)
             payload.is_valid(raise_exception=True)
             fields = payload.validated_data
-            registration = services.register_device(
+            answers: list[Response] = []
+            services.register_device(
                 services.RegistrationRequest(
                     name=fields["name"],
                     hardware_id=fields.get("hardware_id"),
@@ -154,8 +155,13 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
                 ),
                 actor=request.user,
                 address=client_address(request),
+                # The answer is made (and kept for the Idempotency-Key) in the registration's
+                # own transaction: a retry after a crash finds both or neither.
+                on_recorded=lambda registration: answers.append(
+                    claim.keep(_accepted_or_created(registration))
+                ),
             )
-            return _accepted_or_created(registration)
+            return answers[0]
 
         return idempotency.run_once(request, register)
 
