@@ -13,12 +13,8 @@ import pyzipper
 from devices import services
 from devices.models import DownloadAttempt, DownloadLink
 from pki.profiles import KeyType
-from tests import test_browser_portal
 
-# The browser, the tab and the live portal, as the portal's browser tests have them.
-browser = test_browser_portal.browser
-page = test_browser_portal.page
-portal = test_browser_portal.portal
+# The browser, the tab and the live portal (`browser`, `page`, `portal`) come from tests/conftest.py.
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

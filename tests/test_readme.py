@@ -104,7 +104,7 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
         assert "RC:135" in output  # another device's topic: PUBACK 0x87, not authorized
         assert "refused: certificate revoked" in output
         assert '"status": "revoked"' in output or '"status":"revoked"' in output
-        assert '"revocation_enforced_at": null' not in output and '"revocation_enforced_at":null' not in output
+        assert not re.search(r'"revocation_enforced_at": ?null', output)
         assert "Serial Number" in output
         for name in ("README.txt", "ca.crt", "device.crt", "device.json", "device.key"):
             assert (work / "boiler-7" / name).exists()
