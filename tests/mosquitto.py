@@ -98,6 +98,13 @@ def credentials_from_answer(client: Any, answer: dict[str, Any], directory: Path
     return Credentials(device_id=answer["id"], directory=directory)
 
 
+def new_device(api: Any, tmp_path: Path, name: str) -> Credentials:
+    """Register a device through the API (EC key made by the portal) and unpack its bundle."""
+    response = api.post("/register", {"name": name, "key_type": "ec-p256"}, format="json")
+    assert response.status_code == 201, response.content
+    return credentials_from_answer(api, response.json(), tmp_path / name)
+
+
 class DeviceClient:
     """A paho-mqtt MQTT v5 client over mutual TLS, with blocking helpers for tests."""
 
