@@ -218,8 +218,9 @@ def configured_broker(settings: Any, work: Path, backend: str = "mosquitto_acl")
     settings.BROKER_CRL_FILE = directory / "crl.pem"
     settings.MOSQUITTO_PID_FILE = str(directory / "mosquitto.pid")
     settings.BROKER_PROBE_DIR = work / "probe"
-    settings.BROKER_PUBLIC_HOST = settings.BROKER_PROBE_HOST = "127.0.0.1"
-    settings.BROKER_PUBLIC_PORT = settings.BROKER_PROBE_PORT = port
+    # No address settings: the portal finds the broker where `mosquitto_config` says it wrote it.
+    settings.BROKER_PUBLIC_HOST = settings.BROKER_PROBE_HOST = None
+    settings.BROKER_PUBLIC_PORT = settings.BROKER_PROBE_PORT = None
     call_command("mosquitto_config", "--out", str(directory), "--port", str(port), "--bind", "127.0.0.1",
                  "--backend", backend, stdout=io.StringIO())  # fmt: skip
     broker = start_mosquitto(directory, port)
