@@ -269,9 +269,15 @@ class MosquittoDynsecBackend:
     def _session(self) -> Iterator[dynsec.ControlSession]:
         certificate, key, password = identity_files(DYNSEC_ADMIN)
         try:
-            with dynsec.control_session(
-                str(certificate), str(key), password, str(keystore().certificate_path)
-            ) as session:
+            # The broker names every session after its certificate (use_username_as_clientid), so
+            # two administrator sessions at once (a health check during a sync, two hosts) would
+            # end each other, losing commands in flight: they take turns, across processes.
+            with (
+                exclusive_lock("broker-admin-session"),
+                dynsec.control_session(
+                    str(certificate), str(key), password, str(keystore().certificate_path)
+                ) as session,
+            ):
                 yield session
         except dynsec.DynsecError as exc:
             raise BrokerSyncError(

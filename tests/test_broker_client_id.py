@@ -6,14 +6,16 @@ paho clients over mTLS: device A presents its own certificate with device B's cl
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from rest_framework.test import APIClient
 
 from broker.probe import probe_broker
-from broker.services import sync_broker
+from broker.services import MosquittoDynsecBackend, desired_state, sync_broker
 from tests.mosquitto import (
     ACCEPTED,
     NOT_AUTHORIZED,
@@ -63,3 +65,36 @@ def test_the_generated_configuration_binds_the_client_id_to_the_certificate(mosq
     conf = (mosquitto.directory / "mosquitto.conf").read_text().splitlines()
     assert "use_identity_as_username true" in conf
     assert "use_username_as_clientid true" in conf
+
+
+@pytest.mark.parametrize("mosquitto", ["mosquitto_dynsec"], indirect=True)
+def test_two_administrator_sessions_at_once_do_not_end_each_other(mosquitto: Broker, settings: Any) -> None:
+    """With client ids bound to certificates, every session of the portal's administrator has the
+    same client id, so a second one (a health check during a sync) would end the first. They take
+    turns instead: both finish."""
+    # The other thread's database connection does not see this test's (uncommitted) listener row.
+    settings.BROKER_PROBE_HOST, settings.BROKER_PROBE_PORT = mosquitto.host, mosquitto.port
+    backend = MosquittoDynsecBackend()
+    first_answer: list[Any] = []
+    failures: list[BaseException] = []
+    opened = threading.Event()
+
+    def first() -> None:
+        try:
+            with backend._session() as session:
+                opened.set()
+                time.sleep(1.5)  # the second session is asked for meanwhile
+                first_answer.extend(session.run([{"command": "listClients"}], timeout=5))
+        except BaseException as exc:  # noqa: BLE001 - reported to the test's thread
+            failures.append(exc)
+        finally:
+            opened.set()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert opened.wait(10)
+    assert backend.drift(desired_state(with_active=True)) == []
+    thread.join(20)
+    assert not failures, failures
+    assert first_answer and not first_answer[0].get("error")
+    assert "already connected, closing old connection" not in mosquitto.log()
