@@ -95,13 +95,14 @@ def connect_identity(name: str, host: str, port: int, timeout: float = 3.0) -> s
     return connect_outcome(certificate_path, key_path, name, host, port, timeout)
 
 
-def unreachable_reason(address: BrokerAddress, timeout: float = 3.0) -> str:
-    """Why nothing answers at this address ("Connection refused", "timed out"), for messages."""
+def unreachable_reason(address: BrokerAddress, timeout: float = 3.0) -> str | None:
+    """Why nothing accepts a connection at this address ("Connection refused", "timed out"), for
+    messages; None when something does."""
     try:
         socket.create_connection((address.host, address.port), timeout=timeout).close()
     except OSError as exc:
         return exc.strerror or str(exc) or type(exc).__name__
-    return "it answers now"
+    return None
 
 
 def connect_outcome(
@@ -207,6 +208,8 @@ class ProbeResult:
     monitor_outcome: str
     canary_refused: bool
     address: BrokerAddress
+    #: Why nothing accepted a connection at the address (then monitor_outcome is UNREACHABLE).
+    unreachable: str | None = None
 
     @property
     def monitor_connected(self) -> bool:
@@ -219,10 +222,11 @@ class ProbeResult:
 
 def probe_broker() -> ProbeResult:
     address = probe_address()
+    unreachable = unreachable_reason(address)
+    if unreachable is not None:
+        # Nothing answers: the identities' tries would only add their timeouts.
+        return ProbeResult(UNREACHABLE, canary_refused=False, address=address, unreachable=unreachable)
     monitor_outcome = connect_identity(MONITOR, address.host, address.port)
-    if monitor_outcome == UNREACHABLE:
-        # Nothing answers: the canary's tries would only add their timeouts.
-        return ProbeResult(monitor_outcome, canary_refused=False, address=address)
     canary_certificate, canary_key = _paths(CANARY)
     # The broker's alert can lose the race with the client's first bytes (a reset instead of
     # "certificate revoked"), so the canary gets three tries to show the alert itself.

@@ -481,7 +481,7 @@ def enforce_now(
             "Could not connect to the broker at %s to prove the revocation (%s); it is on the CRL, "
             "but whether the broker enforces it is unknown.",
             address,
-            unreachable_reason(address),
+            unreachable_reason(address, timeout=1.0) or "it answers now",
         )
         return None, result.devices
     if outcome != REVOKED:

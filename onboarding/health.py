@@ -18,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from broker.address import broker_set_up
-from broker.probe import UNREACHABLE, probe_broker, probe_configured, unreachable_reason
+from broker.probe import UNREACHABLE, probe_broker, probe_configured
 from broker.services import broker_drift
 from onboarding.errors import ServiceError
 from pki.errors import PKIError
@@ -114,9 +114,7 @@ def check_broker() -> CheckResult:
         return _ok(probe="not configured (run mosquitto_config)")
     result = probe_broker()
     if result.monitor_outcome == UNREACHABLE:
-        return _fail(
-            f"could not connect to the broker at {result.address} ({unreachable_reason(result.address)})"
-        )
+        return _fail(f"could not connect to the broker at {result.address} ({result.unreachable})")
     if not result.monitor_connected:
         return _fail(f"the broker at {result.address} refused the monitoring connection")
     if not result.canary_refused:
