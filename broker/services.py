@@ -522,11 +522,12 @@ def grants_on_register() -> bool:
 
 def revocation_effect() -> str:
     """What revoking a device does on the broker, for confirmations (tested per backend)."""
-    return (
-        "Its broker rights are removed. "
-        + get_backend().live_session_effect
-        + " It cannot connect again: the broker refuses its certificate."
-    )
+    try:
+        effect = get_backend().live_session_effect
+    except BrokerSyncError as exc:  # a confirmation page must still show; the revoke will say why
+        return f"What the broker does with it cannot be said: {exc.message}"
+    refused = "It cannot connect again: the broker refuses its certificate."
+    return f"Its broker rights are removed. {effect} {refused}"
 
 
 def add_acl_rule(device_id: str, topic_filter: str, access: str, *, shared: bool = False) -> AclRule:

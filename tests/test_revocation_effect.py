@@ -79,3 +79,18 @@ def test_the_revoke_page_says_what_the_broker_does_to_the_live_session(
 
     # Both: it cannot connect again.
     assert not DeviceClient(mosquitto, stolen).connect()
+
+
+def test_the_revoke_page_shows_even_with_an_unknown_backend(
+    operator_api: APIClient, make_user: Any, verified_login: Any, settings: Any
+) -> None:
+    device = operator_api.post("/register", {"name": "odd", "key_type": "ec-p256"}, format="json").json()
+    settings.BROKER_BACKEND = "mosquitto_cluster"
+    operator: Client = signed_in(make_user, verified_login, "Operators", "olga")
+    page = operator.get(f"/portal/devices/{device['id']}/revoke/")
+    assert page.status_code == 200
+    text = html.unescape(page.content.decode())
+    assert (
+        "What the broker does with it cannot be said: BROKER_BACKEND 'mosquitto_cluster' is not one of"
+        in text
+    )
