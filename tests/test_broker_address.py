@@ -79,6 +79,7 @@ def test_a_broker_written_on_another_port_is_the_one_everything_uses(
         device_json = json.loads(files["device.json"])
         assert (device_json["broker"]["host"], device_json["broker"]["port"]) == ("127.0.0.1", port)
         assert f"Broker: 127.0.0.1:{port}," in files["README.txt"].decode()
+        assert f"its MQTT client id is always\n{answer['id']}, whatever" in files["README.txt"].decode()
 
         # The health probe reaches it.
         deadline = time.monotonic() + 20
