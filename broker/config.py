@@ -47,6 +47,9 @@ def render_mosquitto_conf(config: BrokerConfig) -> str:
         f"crlfile {config.crl_file}",
         "require_certificate true",
         "use_identity_as_username true",
+        # The client id becomes the certificate's CN too: a device presenting its own certificate
+        # with another device's client id would otherwise take over (end) that device's session.
+        "use_username_as_clientid true",
         "tls_version tlsv1.2",
         "",
     ]

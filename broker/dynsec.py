@@ -24,6 +24,7 @@ from django.conf import settings
 from paho.mqtt.enums import CallbackAPIVersion
 
 from broker.acl import ExtraRule
+from broker.address import probe_address
 from broker.rules import DEVICE_TOPIC_ROOT
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
@@ -133,7 +134,9 @@ class ControlSession:
         try:
             self._client.connect(self._host, self._port, keepalive=30)
         except (OSError, ssl.SSLError) as exc:
-            raise DynsecError(f"cannot connect to the broker's control topic: {exc}") from None
+            raise DynsecError(
+                f"cannot connect to the broker's control topic at {self._host}:{self._port}: {exc}"
+            ) from None
         self._client.loop_start()
         self._client.subscribe(RESPONSE_TOPIC, qos=1)
         if not self._subscribed.wait(timeout):
@@ -179,9 +182,8 @@ class ControlSession:
 
 @contextmanager
 def control_session(certificate: str, key: str, password: bytes, ca_file: str) -> Iterator[ControlSession]:
-    session = ControlSession(
-        settings.BROKER_PROBE_HOST, settings.BROKER_PROBE_PORT, certificate, key, password, ca_file
-    )
+    address = probe_address()
+    session = ControlSession(address.host, address.port, certificate, key, password, ca_file)
     session.open()
     try:
         yield session

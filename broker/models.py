@@ -93,3 +93,24 @@ class PendingChange(models.Model):
 
     def __str__(self) -> str:
         return f"broker change for {self.device_id}"
+
+
+class BrokerListener(models.Model):
+    """The listener `mosquitto_config` last wrote: where devices and the portal find the broker.
+
+    One row per run; the newest is the broker's address unless BROKER_PUBLIC_HOST/PORT (for
+    devices) or BROKER_PROBE_HOST/PORT (for the portal's own connections) override it. In the
+    database, so every portal host reads the same address.
+    """
+
+    host = models.CharField(max_length=255, help_text="The first --hostname: what devices connect to.")
+    port = models.PositiveIntegerField()
+    bind_address = models.CharField(max_length=255, blank=True)
+    backend = models.CharField(max_length=32)
+    written_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-pk"]
+
+    def __str__(self) -> str:
+        return f"broker listener {self.host}:{self.port}"

@@ -20,6 +20,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 
+from broker.address import BrokerAddress, probe_address
 from pki.keystore import keystore
 from pki.models import Certificate, CertificatePurpose
 from pki.profiles import DEVICE_PROFILE, KeyType
@@ -88,10 +89,20 @@ def _connect_packet(client_id: str) -> bytes:
 CONNECTED, REVOKED, REFUSED, UNREACHABLE = "connected", "revoked", "refused", "unreachable"
 
 
-def connect_once(name: str, host: str, port: int, timeout: float = 3.0) -> bool:
-    """True when the broker answers CONNACK 0 to this identity."""
+def connect_identity(name: str, host: str, port: int, timeout: float = 3.0) -> str:
+    """How the broker treats one of the portal's identities (see connect_outcome)."""
     certificate_path, key_path = _paths(name)
-    return connect_outcome(certificate_path, key_path, name, host, port, timeout) == CONNECTED
+    return connect_outcome(certificate_path, key_path, name, host, port, timeout)
+
+
+def unreachable_reason(address: BrokerAddress, timeout: float = 3.0) -> str | None:
+    """Why nothing accepts a connection at this address ("Connection refused", "timed out"), for
+    messages; None when something does."""
+    try:
+        socket.create_connection((address.host, address.port), timeout=timeout).close()
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+    return None
 
 
 def connect_outcome(
@@ -155,39 +166,72 @@ def issue_sync_canary() -> SyncCanary:
     return SyncCanary(record=issued.record, certificate_pem=issued.record.pem.encode(), key_pem=key_pem)
 
 
-def wait_until_refused(canary: SyncCanary, *, deadline_seconds: float = 5.0, interval: float = 0.01) -> bool:
-    """Try the canary until the broker refuses it (True) or the deadline passes (False)."""
+#: Tries in a row that reach nothing before the wait for a refusal gives up: a broker that is
+#: reloading keeps its listener open, so "nothing listens" does not pass by waiting.
+UNREACHABLE_TRIES = 3
+
+
+def await_refusal(
+    canary: SyncCanary, *, deadline_seconds: float = 5.0, interval: float = 0.01
+) -> tuple[str, BrokerAddress]:
+    """Try the canary until the broker refuses it as revoked (REVOKED), the deadline passes (the
+    last outcome, CONNECTED or REFUSED), or nothing answers UNREACHABLE_TRIES times in a row
+    (UNREACHABLE). Also returns the address tried."""
+    address = probe_address()
+    outcome, unreachable = UNREACHABLE, 0
     with tempfile.TemporaryDirectory(prefix="sync-canary-") as directory:
         certificate_path, key_path = Path(directory) / "canary.crt", Path(directory) / "canary.key"
         certificate_path.write_bytes(canary.certificate_pem)
         key_path.write_bytes(canary.key_pem)
         end = time.monotonic() + deadline_seconds
-        host, port = settings.BROKER_PROBE_HOST, settings.BROKER_PROBE_PORT
         while time.monotonic() < end:
             # Only the broker's own "certificate revoked" counts; an unreachable broker proves nothing.
-            if connect_outcome(certificate_path, key_path, "sync-canary", host, port, 2.0) == REVOKED:
-                return True
+            outcome = connect_outcome(
+                certificate_path, key_path, "sync-canary", address.host, address.port, 2.0
+            )
+            unreachable = unreachable + 1 if outcome == UNREACHABLE else 0
+            if outcome == REVOKED or unreachable >= UNREACHABLE_TRIES:
+                break
             time.sleep(interval)
-    return False
+    return outcome, address
+
+
+def wait_until_refused(canary: SyncCanary, *, deadline_seconds: float = 5.0, interval: float = 0.01) -> bool:
+    """Try the canary until the broker refuses it (True) or the deadline passes (False)."""
+    outcome, _address = await_refusal(canary, deadline_seconds=deadline_seconds, interval=interval)
+    return outcome == REVOKED
 
 
 @dataclass(frozen=True)
 class ProbeResult:
-    monitor_connected: bool
+    #: How the broker treated the monitoring identity (CONNECTED when healthy).
+    monitor_outcome: str
     canary_refused: bool
+    address: BrokerAddress
+    #: Why nothing accepted a connection at the address (then monitor_outcome is UNREACHABLE).
+    unreachable: str | None = None
+
+    @property
+    def monitor_connected(self) -> bool:
+        return self.monitor_outcome == CONNECTED
 
     @property
     def healthy(self) -> bool:
         return self.monitor_connected and self.canary_refused
 
 
-def probe_broker(host: str | None = None, port: int | None = None) -> ProbeResult:
-    host = host or settings.BROKER_PROBE_HOST
-    port = port or settings.BROKER_PROBE_PORT
+def probe_broker() -> ProbeResult:
+    address = probe_address()
+    unreachable = unreachable_reason(address)
+    if unreachable is not None:
+        # Nothing answers: the identities' tries would only add their timeouts.
+        return ProbeResult(UNREACHABLE, canary_refused=False, address=address, unreachable=unreachable)
+    monitor_outcome = connect_identity(MONITOR, address.host, address.port)
     canary_certificate, canary_key = _paths(CANARY)
     # The broker's alert can lose the race with the client's first bytes (a reset instead of
     # "certificate revoked"), so the canary gets three tries to show the alert itself.
     canary_refused = any(
-        connect_outcome(canary_certificate, canary_key, CANARY, host, port, 3.0) == REVOKED for _ in range(3)
+        connect_outcome(canary_certificate, canary_key, CANARY, address.host, address.port, 3.0) == REVOKED
+        for _ in range(3)
     )
-    return ProbeResult(monitor_connected=connect_once(MONITOR, host, port), canary_refused=canary_refused)
+    return ProbeResult(monitor_outcome, canary_refused=canary_refused, address=address)

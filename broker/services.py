@@ -31,7 +31,7 @@ from django.utils import timezone
 from broker import dynsec
 from broker.acl import ExtraRule, check_acl, render_acl
 from broker.models import AclRule, BrokerSync, PendingChange
-from broker.probe import SyncCanary, identity_files, wait_until_refused
+from broker.probe import REVOKED, UNREACHABLE, SyncCanary, await_refusal, identity_files, unreachable_reason
 from onboarding.errors import ServiceError
 from onboarding.fs import write_atomically
 from onboarding.locks import exclusive_lock
@@ -129,6 +129,8 @@ class SyncResult:
 
 class BrokerBackend(Protocol):
     name: str
+    #: What revoking a device does to its live session on this backend, as the portal says it.
+    live_session_effect: str
     #: Whether a newly registered device needs the broker told (a client per device).
     grants_on_register: bool
     #: Whether the backend needs the list of active devices in its state.
@@ -206,6 +208,12 @@ class MosquittoAclBackend:
     """Mosquitto with an acl_file and a crlfile, reloaded with SIGHUP (or a command)."""
 
     name = "mosquitto_acl"
+    # Mosquitto cannot end a session from an ACL file: the reload takes the device's topics away.
+    live_session_effect = (
+        "A live MQTT session of the device stays connected but loses its topics: its publishes are "
+        "refused (MQTT 5 PUBACK reason 135, not authorized) and messages on its topics no longer "
+        "reach it."
+    )
     grants_on_register = False
     needs_active_devices = False
 
@@ -253,6 +261,7 @@ class MosquittoDynsecBackend:
     """
 
     name = "mosquitto_dynsec"
+    live_session_effect = "A live MQTT session of the device is ended at once (its broker client is deleted)."
     grants_on_register = True
     needs_active_devices = True
 
@@ -260,9 +269,15 @@ class MosquittoDynsecBackend:
     def _session(self) -> Iterator[dynsec.ControlSession]:
         certificate, key, password = identity_files(DYNSEC_ADMIN)
         try:
-            with dynsec.control_session(
-                str(certificate), str(key), password, str(keystore().certificate_path)
-            ) as session:
+            # The broker names every session after its certificate (use_username_as_clientid), so
+            # two administrator sessions at once (a health check during a sync, two hosts) would
+            # end each other, losing commands in flight: they take turns, across processes.
+            with (
+                exclusive_lock("broker-admin-session"),
+                dynsec.control_session(
+                    str(certificate), str(key), password, str(keystore().certificate_path)
+                ) as session,
+            ):
                 yield session
         except dynsec.DynsecError as exc:
             raise BrokerSyncError(
@@ -460,8 +475,17 @@ def enforce_now(
     result = sync_broker(devices=devices)
     if not result.reloaded or canary is None:
         return None, result.devices
-    if not wait_until_refused(canary):
-        logger.warning("The broker was told to reload but still accepts a revoked canary.")
+    outcome, address = await_refusal(canary)
+    if outcome == UNREACHABLE:
+        logger.warning(
+            "Could not connect to the broker at %s to prove the revocation (%s); it is on the CRL, "
+            "but whether the broker enforces it is unknown.",
+            address,
+            unreachable_reason(address, timeout=1.0) or "it answers now",
+        )
+        return None, result.devices
+    if outcome != REVOKED:
+        logger.warning("The broker at %s was told to reload but still accepts a revoked canary.", address)
         return None, result.devices
     return timezone.now(), result.devices
 
@@ -494,6 +518,16 @@ def broker_drift() -> list[str]:
 
 def grants_on_register() -> bool:
     return get_backend().grants_on_register
+
+
+def revocation_effect() -> str:
+    """What revoking a device does on the broker, for confirmations (tested per backend)."""
+    try:
+        effect = get_backend().live_session_effect
+    except BrokerSyncError as exc:  # a confirmation page must still show; the revoke will say why
+        return f"What the broker does with it cannot be said: {exc.message}"
+    refused = "It cannot connect again: the broker refuses its certificate."
+    return f"Its broker rights are removed. {effect} {refused}"
 
 
 def add_acl_rule(device_id: str, topic_filter: str, access: str, *, shared: bool = False) -> AclRule:

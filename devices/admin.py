@@ -18,6 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from accounts import roles
+from broker.services import revocation_effect
 from devices import services
 from devices.models import Device, DeviceStatus, DownloadAttempt, DownloadLink
 from onboarding.addresses import client_address
@@ -139,6 +140,7 @@ class DeviceAdmin(ReadOnlyAdmin):
             "devices": devices,
             "skipped": queryset.count() - len(devices),
             "form": form,
+            "broker_effect": revocation_effect(),
             "opts": self.model._meta,
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
             "selected": [str(device.pk) for device in queryset],

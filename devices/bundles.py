@@ -81,6 +81,8 @@ Files
 
 Broker: {host}:{port}, MQTT over TLS with this client certificate (mutual TLS).
 The device may publish and subscribe below devices/{device_id}/ and nowhere else.
+The broker names the session after the certificate: its MQTT client id is always
+{device_id}, whatever client id is sent.
 
 Try it with mosquitto_pub (package mosquitto-clients):
 

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from audit import services as audit
 from audit.models import AuditAction
+from broker.address import public_address
 from broker.rules import default_rules
 from devices.bundles import BundleContents, build_bundle, new_bundle_password
 from devices.models import Device, DeviceStatus, DownloadAttempt, DownloadLink, DownloadOutcome
@@ -136,6 +137,7 @@ def package(
     CA certificate and its connection settings. Pure: it writes nothing, so workflows build it
     before their transaction opens."""
     certificate_pem = certificate.public_bytes(serialization.Encoding.PEM)
+    broker = public_address()
     return build_bundle(
         BundleContents(
             device_id=str(device.id),
@@ -143,8 +145,8 @@ def package(
             certificate_pem=certificate_pem,
             ca_certificate_pem=get_ca().certificate_pem,
             private_key_pem=private_key_pem(private_key) if private_key is not None else None,
-            broker_host=settings.BROKER_PUBLIC_HOST,
-            broker_port=settings.BROKER_PUBLIC_PORT,
+            broker_host=broker.host,
+            broker_port=broker.port,
             topics=[{"filter": rule.filter, "access": rule.access} for rule in default_rules(str(device.id))],
             serial=serial_hex(certificate.serial_number),
             not_after=certificate.not_valid_after_utc.isoformat(),

@@ -17,7 +17,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from broker.probe import probe_broker, probe_configured
+from broker.address import broker_set_up
+from broker.probe import UNREACHABLE, probe_broker, probe_configured
 from broker.services import broker_drift
 from onboarding.errors import ServiceError
 from pki.errors import PKIError
@@ -96,7 +97,13 @@ def check_task_queue() -> CheckResult:
 
 def check_broker() -> CheckResult:
     """Drift between the database and the broker's files, then a live mTLS probe: the monitoring
-    identity must get in and the revoked canary must be refused (proof of a loaded, current CRL)."""
+    identity must get in and the revoked canary must be refused (proof of a loaded, current CRL).
+    Before any broker is set up (a fresh install) there is nothing to check: `not_configured`."""
+    if not broker_set_up():
+        return {
+            "status": "not_configured",
+            "message": "no broker is set up yet: run mosquitto_config or set BROKER_PUBLIC_HOST",
+        }
     try:
         drift = broker_drift()
     except ServiceError as exc:
@@ -106,10 +113,14 @@ def check_broker() -> CheckResult:
     if not probe_configured():
         return _ok(probe="not configured (run mosquitto_config)")
     result = probe_broker()
+    if result.monitor_outcome == UNREACHABLE:
+        return _fail(f"could not connect to the broker at {result.address} ({result.unreachable})")
     if not result.monitor_connected:
-        return _fail("the broker refused or did not answer the monitoring connection")
+        return _fail(f"the broker at {result.address} refused the monitoring connection")
     if not result.canary_refused:
-        return _fail("the broker let a revoked certificate in: its CRL is missing or stale")
+        return _fail(
+            f"the broker at {result.address} let a revoked certificate in: its CRL is missing or stale"
+        )
     return _ok(probe="monitor connected, revoked canary refused")
 
 
@@ -123,9 +134,14 @@ CHECKS: dict[str, Callable[[], CheckResult]] = {
 }
 
 
+#: Statuses that leave the portal healthy: `not_configured` is a part not set up yet (a fresh
+#: install), which is not a failure.
+HEALTHY_STATUSES = ("ok", "not_configured")
+
+
 def collect() -> tuple[bool, dict[str, CheckResult]]:
     results = {name: check() for name, check in CHECKS.items()}
-    return all(result["status"] == "ok" for result in results.values()), results
+    return all(result["status"] in HEALTHY_STATUSES for result in results.values()), results
 
 
 HEALTH_SERIALIZER = inline_serializer(
@@ -148,7 +164,9 @@ def health(request: Request) -> Response:
     healthy, results = collect()
     body: dict[str, Any] = {"status": "ok" if healthy else "fail", "checks": results}
     if not healthy:
-        body["failed"] = [name for name, result in results.items() if result["status"] != "ok"]
+        body["failed"] = [
+            name for name, result in results.items() if result["status"] not in HEALTHY_STATUSES
+        ]
     response = Response(body, status=200 if healthy else 503)
     response["Cache-Control"] = "no-store"
     return response

@@ -294,12 +294,14 @@ MOSQUITTO_PID_FILE: str = env.str("MOSQUITTO_PID_FILE", default="")
 BROKER_RELOAD_COMMAND: str = env.str("BROKER_RELOAD_COMMAND", default="")
 # Monitoring certificates for the /health broker probe live here (keys encrypted).
 BROKER_PROBE_DIR = Path(env.str("BROKER_PROBE_DIR", default=str(DATA_DIR / "broker-probe"))).resolve()
-# What devices connect to: written into every credential bundle.
-BROKER_PUBLIC_HOST: str = env.str("BROKER_PUBLIC_HOST", default="127.0.0.1")
-BROKER_PUBLIC_PORT: int = env.int("BROKER_PUBLIC_PORT", default=8883)
-# Where the portal itself reaches the broker for its health probe (default: the public address).
-BROKER_PROBE_HOST: str = env.str("BROKER_PROBE_HOST", default=BROKER_PUBLIC_HOST)
-BROKER_PROBE_PORT: int = env.int("BROKER_PROBE_PORT", default=BROKER_PUBLIC_PORT)
+# The broker's address comes from the listener `mosquitto_config` wrote (see broker/address.py);
+# these override it when set. What devices connect to (written into every credential bundle;
+# unset and no broker configured yet: 127.0.0.1:8883):
+BROKER_PUBLIC_HOST: str | None = env.str("BROKER_PUBLIC_HOST", default=None)
+BROKER_PUBLIC_PORT: int | None = env.int("BROKER_PUBLIC_PORT", default=None)
+# Where the portal itself reaches the broker (probe, revocation check; default: the public address).
+BROKER_PROBE_HOST: str | None = env.str("BROKER_PROBE_HOST", default=None)
+BROKER_PROBE_PORT: int | None = env.int("BROKER_PROBE_PORT", default=None)
 
 # --- Two-factor sign-in (django-otp) ---
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="IoT Onboarding Portal")

@@ -98,6 +98,13 @@ def credentials_from_answer(client: Any, answer: dict[str, Any], directory: Path
     return Credentials(device_id=answer["id"], directory=directory)
 
 
+def new_device(api: Any, tmp_path: Path, name: str) -> Credentials:
+    """Register a device through the API (EC key made by the portal) and unpack its bundle."""
+    response = api.post("/register", {"name": name, "key_type": "ec-p256"}, format="json")
+    assert response.status_code == 201, response.content
+    return credentials_from_answer(api, response.json(), tmp_path / name)
+
+
 class DeviceClient:
     """A paho-mqtt MQTT v5 client over mutual TLS, with blocking helpers for tests."""
 
@@ -211,8 +218,9 @@ def configured_broker(settings: Any, work: Path, backend: str = "mosquitto_acl")
     settings.BROKER_CRL_FILE = directory / "crl.pem"
     settings.MOSQUITTO_PID_FILE = str(directory / "mosquitto.pid")
     settings.BROKER_PROBE_DIR = work / "probe"
-    settings.BROKER_PUBLIC_HOST = settings.BROKER_PROBE_HOST = "127.0.0.1"
-    settings.BROKER_PUBLIC_PORT = settings.BROKER_PROBE_PORT = port
+    # No address settings: the portal finds the broker where `mosquitto_config` says it wrote it.
+    settings.BROKER_PUBLIC_HOST = settings.BROKER_PROBE_HOST = None
+    settings.BROKER_PUBLIC_PORT = settings.BROKER_PROBE_PORT = None
     call_command("mosquitto_config", "--out", str(directory), "--port", str(port), "--bind", "127.0.0.1",
                  "--backend", backend, stdout=io.StringIO())  # fmt: skip
     broker = start_mosquitto(directory, port)

@@ -26,15 +26,10 @@ from tests.mosquitto import (
     Credentials,
     DeviceClient,
     credentials_from_answer,
+    new_device,
 )
 
 ENFORCEMENT_DEADLINE = 1.0  # seconds from the revoke call returning to the live session losing access
-
-
-def new_device(api: APIClient, tmp_path: Path, name: str) -> Credentials:
-    response = api.post("/register", {"name": name, "key_type": "ec-p256"}, format="json")
-    assert response.status_code == 201, response.content
-    return credentials_from_answer(api, response.json(), tmp_path / name)
 
 
 def connected(broker: Broker, credentials: Credentials) -> DeviceClient:

@@ -22,6 +22,7 @@ from accounts import roles
 from audit.models import AuditEvent
 from broker.models import AclRule
 from broker.rules import default_rules
+from broker.services import revocation_effect
 from devices import services
 from devices.delivery import IssuedBundle
 from devices.errors import DeviceNotFound, HardwareIdConflict
@@ -175,7 +176,9 @@ def revoke(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
         else:
             messages.success(request, f"{device.name} is revoked; the CRL and the broker are updated.")
             return redirect("portal:device-detail", device_id=device.id)
-    return render(request, "portal/revoke.html", {"device": device, "form": form})
+    return render(
+        request, "portal/revoke.html", {"device": device, "form": form, "broker_effect": revocation_effect()}
+    )
 
 
 def _actionable(request: HttpRequest, device: Device) -> HttpResponse | None:

@@ -17,7 +17,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from broker import dynsec
+from broker.address import public_address
 from broker.config import BrokerConfig, render_mosquitto_conf
+from broker.models import BrokerListener
 from broker.probe import create_probe_identities
 from broker.services import DYNSEC_ADMIN, copy_crl_to_broker, sync_broker
 from onboarding.errors import ServiceError
@@ -52,6 +54,27 @@ def _split_names(hostnames: list[str]) -> tuple[list[str], list[str]]:
     return sorted(set(dns_names)), addresses
 
 
+def _overridden(hostnames: list[str], port: int) -> list[str]:
+    """Warnings for settings that send devices or the portal elsewhere than this listener (right
+    behind a NAT or a load balancer, a mistake otherwise)."""
+    found = []
+    for name in ("BROKER_PUBLIC_HOST", "BROKER_PROBE_HOST"):
+        value = getattr(settings, name)
+        if value and value not in hostnames:
+            found.append(
+                f"Warning: {name}={value} is not among the broker certificate's names "
+                f"({', '.join(hostnames)}); TLS clients going there will refuse the broker."
+            )
+    for name in ("BROKER_PUBLIC_PORT", "BROKER_PROBE_PORT"):
+        value = getattr(settings, name)
+        if value and value != port:
+            found.append(
+                f"Warning: {name}={value} overrides the port {port} written here; unset it unless "
+                f"port {value} is forwarded to this listener."
+            )
+    return found
+
+
 class Command(BaseCommand):
     help = "Write a ready Mosquitto configuration (mTLS listener, CA, CRL, ACL, server certificate) to DIR."
 
@@ -63,10 +86,14 @@ class Command(BaseCommand):
             "--hostname",
             action="append",
             default=None,
-            help="host name or IP address of the broker for devices (repeatable; default BROKER_PUBLIC_HOST)",
+            help="host name or IP address of the broker for devices (repeatable; the first is what devices "
+            "and the portal use; default: the broker's current address, 127.0.0.1 at first)",
         )
         parser.add_argument(
-            "--port", type=int, default=None, help="listener port (default BROKER_PUBLIC_PORT)"
+            "--port",
+            type=int,
+            default=None,
+            help="listener port (default: the broker's current port, 8883 at first)",
         )
         parser.add_argument("--bind", default=None, help="listen on this address only (default: all)")
         parser.add_argument(
@@ -89,8 +116,11 @@ class Command(BaseCommand):
                 "must use the backend the broker is configured for (set BROKER_BACKEND)."
             )
         out: Path = options["out"].resolve()
-        hostnames = options["hostname"] or [settings.BROKER_PUBLIC_HOST]
-        port = options["port"] or settings.BROKER_PUBLIC_PORT
+        current = public_address()
+        hostnames = options["hostname"] or [current.host]
+        port = options["port"] or current.port
+        if not 0 < port < 65536:
+            raise CommandError(f"--port {port} is not a TCP port (1-65535).")
         user = options["user"] or getpass.getuser()
         try:
             self._write(
@@ -104,7 +134,15 @@ class Command(BaseCommand):
             raise CommandError(exc.message) from None
         except OSError as exc:
             raise CommandError(f"Could not write the broker configuration: {exc}.") from None
+        # The portal's one record of where the broker is: bundles, the probe and the revocation
+        # check read it (broker/address.py), unless BROKER_PUBLIC_*/BROKER_PROBE_* override it.
+        BrokerListener.objects.create(
+            host=hostnames[0], port=port, bind_address=options["bind"] or "", backend=backend
+        )
         self.stdout.write(self.style.SUCCESS(f"Wrote {out / 'mosquitto.conf'} (port {port}, user {user})."))
+        self.stdout.write(f"Devices will connect to {public_address()}.")
+        for warning in _overridden(hostnames, port):
+            self.stderr.write(warning)
         self.stdout.write(f"Start the broker with:  mosquitto -c {out / 'mosquitto.conf'}")
         if not settings.MOSQUITTO_PID_FILE and not settings.BROKER_RELOAD_COMMAND:
             self.stdout.write(
