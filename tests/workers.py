@@ -6,10 +6,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+import pytest
 from django.conf import settings
 
 from tests.helpers import subprocess_database_url
@@ -57,3 +60,37 @@ def celery_worker(
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+@contextmanager
+def gunicorn_server(
+    environment: Mapping[str, str], port: int, *, workers: int = 2, threads: int = 1
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The portal under gunicorn on 127.0.0.1:`port`, answering, for the duration of the block;
+    stopped with SIGTERM after it (unless the test killed it already)."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads),
+         "--bind", f"127.0.0.1:{port}", "--timeout", "120", "onboarding.wsgi"],
+        cwd=ROOT,
+        env=dict(environment),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ca.crt", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                errors = server.stderr.read().decode() if server.stderr else ""
+                pytest.fail(f"gunicorn did not start: {errors}")
+            time.sleep(0.05)
+        yield server
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
