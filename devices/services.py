@@ -419,10 +419,10 @@ def revoke_device(
             # Revoked on the same CRL as the device, to learn when the broker enforces it.
             canary = issue_sync_canary() if probe_configured() and tasks_run_in_process() else None
             withdraw_links(locked)
+            queue_changes([locked.id])  # the outbox, committed with the revocation or not at all
             _revoke_valid_certificates(locked, reason, also=[canary.record] if canary else [])
             locked.status = DeviceStatus.REVOKED
             locked.save(update_fields=["status", "updated_at"])
-            queue_changes([locked.id])
             record(
                 AuditAction.DEVICE_REVOKED,
                 actor=actor,
@@ -646,6 +646,7 @@ def reissue_device(
             )
         )
         locked.save(update_fields=["updated_at"])
+        queue_changes([locked.id])  # with the change, so a crash after the commit leaves it for the catch-up
         bundle = create_bundle(locked, issued.record, issued.private_key, actor=_user_or_none(actor))
         # Last, because it writes crl.pem before the commit: a step that fails after it would
         # leave a CRL revoking what the rolled-back database still calls active.
@@ -658,7 +659,8 @@ def reissue_device(
         )
         if superseded:
             revoke_certificates(superseded, RevocationReason.SUPERSEDED)
-    tell_broker([device.id])  # the superseded certificate is on the CRL: the broker must refuse it too
+    # The superseded certificate is on the CRL: the broker must refuse it too.
+    tell_broker([device.id], queued=True)
     return Registration(device=get_device(device.id), issued=issued, bundle=bundle)
 
 
@@ -692,10 +694,11 @@ def delete_device(device: Device, *, actor: Actor = None, address: str | None = 
     """
     with exclusive_lock("crl"), transaction.atomic():
         locked = Device.objects.select_for_update().get(pk=device.pk)
+        queue_changes([locked.id])  # with the change, so a crash after the commit leaves it for the catch-up
         _revoke_valid_certificates(locked, RevocationReason.CESSATION_OF_OPERATION)
         record(
             AuditAction.DEVICE_DELETED, actor=actor, address=address, device_id=locked.id, name=locked.name
         )
         locked.delete()
     remove_device_files(device.id)
-    tell_broker([device.id])
+    tell_broker([device.id], queued=True)
