@@ -268,6 +268,7 @@ def test_a_broker_left_behind_is_brought_in_step(
     assert connects(broker, credentials)  # the broker still lets the revoked device in
     assert Device.objects.get(pk=answer["id"]).revocation_enforced_at is None
 
+    started = time.monotonic()
     if catch_up == "repeated revoke":
         again = operator_api.post(f"/revoke/{answer['id']}", {"reason": "keyCompromise"}, format="json")
         assert again.status_code == 409
@@ -275,6 +276,7 @@ def test_a_broker_left_behind_is_brought_in_step(
     else:
         assert settings.CELERY_BEAT_SCHEDULE["catch-up-broker"]["schedule"] <= 60
         assert tasks.catch_up_broker_task() == "enforced"
+    print(f"{settings.BROKER_BACKEND}, {catch_up}: in step and proven in {time.monotonic() - started:.2f} s")
 
     assert not acl_backend or answer["id"] in denied_in_acl(settings)
     ca_crl = (Path(settings.CA_ROOT_PATH) / "crl.pem").read_bytes()
