@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from cryptography import x509
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -42,7 +43,7 @@ from tests.mosquitto import (
     free_port,
     stop_mosquitto,
 )
-from tests.workers import gunicorn_server, worker_environment
+from tests.workers import REDIS_URL, celery_worker, gunicorn_server, worker_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -305,6 +306,44 @@ def test_an_enforcement_time_missed_by_a_misconfigured_probe_is_filled(
     assert tasks.catch_up_broker_task() == "in step"
 
 
+def broker_environment(settings: Any, broker: Broker, broker_url: str) -> dict[str, str]:
+    """A subprocess's environment: this test's database, CA, task queue (or none) and broker."""
+    return worker_environment(
+        broker_url=broker_url,
+        DATABASE_URL=subprocess_database_url(),
+        BROKER_BACKEND=settings.BROKER_BACKEND,
+        MOSQUITTO_PID_FILE=settings.MOSQUITTO_PID_FILE,
+        BROKER_PUBLIC_HOST="127.0.0.1",
+        BROKER_PUBLIC_PORT=str(broker.port),
+        BROKER_PROBE_HOST="127.0.0.1",
+        BROKER_PROBE_PORT=str(broker.port),
+        ALLOWED_HOSTS="127.0.0.1",
+    )
+
+
+def test_a_worker_that_starts_brings_a_broker_left_behind_in_step(
+    broker: Broker, operator_api: APIClient, settings: Any, tmp_path: Path
+) -> None:
+    answer = register(operator_api, "worker-start")
+    credentials = credentials_from_answer(operator_api, answer, tmp_path / "device")
+    with read_only(broker.directory):
+        assert operator_api.post(f"/revoke/{answer['id']}").status_code == 200
+    assert connects(broker, credentials)  # left behind
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    # A worker starts, and nothing else: it queues the catch-up when ready and runs it.
+    with celery_worker(broker_environment(settings, broker, broker_url=REDIS_URL), name="catch-up"):
+        took = wait_for(
+            lambda: Device.objects.get(pk=answer["id"]).revocation_enforced_at is not None,
+            timeout=60,
+            what="the worker's catch-up",
+        )
+    print(f"a starting worker brought the broker in step {took:.2f} s after it was launched")
+    assert answer["id"] in denied_in_acl(settings)
+    assert not connects(broker, credentials)
+    assert broker_lag() == []
+
+
 DEVICES = 60
 CLIENTS = 16
 
@@ -318,17 +357,8 @@ def test_after_a_crash_mid_revocation_the_broker_catches_up_at_restart(
         for answer in answers
     }
     port = free_port()
-    environment = worker_environment(
-        broker_url="",  # no task queue: every revocation pushes to the broker from the web process
-        DATABASE_URL=subprocess_database_url(),
-        BROKER_BACKEND=settings.BROKER_BACKEND,
-        MOSQUITTO_PID_FILE=settings.MOSQUITTO_PID_FILE,
-        BROKER_PUBLIC_HOST="127.0.0.1",
-        BROKER_PUBLIC_PORT=str(broker.port),
-        BROKER_PROBE_HOST="127.0.0.1",
-        BROKER_PROBE_PORT=str(broker.port),
-        ALLOWED_HOSTS="127.0.0.1",
-    )
+    # No task queue: every revocation pushes to the broker from the web process.
+    environment = broker_environment(settings, broker, broker_url="")
     headers = {"Authorization": f"Token {token}"}
 
     first_start = time.monotonic()
