@@ -502,6 +502,27 @@ def refresh_crl(*, force: bool = False) -> int | None:
     return record.number
 
 
+def broker_lag() -> list[str]:
+    """Cheap signs that the broker may not enforce what the database says, for the catch-up:
+    changes no sync has carried (a process that died after its commit), a broker CRL that is
+    not the CA's, or a current CRL the broker was never reloaded with. The hourly full sync
+    looks for the rest of the drift (an ACL file or plugin edited by hand)."""
+    found = []
+    waiting = PendingChange.objects.values("device_id").distinct().count()
+    if waiting:
+        found.append(f"{waiting} device change(s) not given to the broker yet")
+    found += crl_drift()
+    if not found and (settings.BROKER_RELOAD_COMMAND or settings.MOSQUITTO_PID_FILE):
+        try:
+            crl = x509.load_pem_x509_crl(crl_path().read_bytes())
+            number = int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+        except (OSError, ValueError, x509.ExtensionNotFound):
+            return ["the CA's CRL cannot be read"]
+        if not broker_enforces_crl(number):
+            found.append(f"the broker was not reloaded with CRL #{number}")
+    return found
+
+
 #: A change not given to the broker after this long is reported as drift.
 PENDING_CHANGE_GRACE = dt.timedelta(minutes=5)
 

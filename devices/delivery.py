@@ -10,15 +10,18 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 import secrets
 import shutil
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.db import transaction
 from django.utils import timezone
 
 from audit import services as audit
@@ -32,6 +35,8 @@ from onboarding.fs import write_atomically
 from pki.keystore import get_ca
 from pki.models import Certificate
 from pki.profiles import PrivateKey, private_key_pem, serial_hex
+
+logger = logging.getLogger(__name__)
 
 TOKEN_BYTES = 32  # 256 bits, well above the 128 the threat model asks for
 
@@ -189,12 +194,48 @@ def create_bundle(
 
 def withdraw_links(device: Device) -> None:
     """A revoked device's open links stop working and its bundle is deleted: an intercepted
-    link must not hand out the key of a device revoked for key compromise."""
+    link must not hand out the key of a device revoked for key compromise.
+
+    The database withdraws the links (that is what stops a download); the file goes only once
+    the caller's transaction commits, and a file that cannot be deleted then (a read-only or
+    failing disk) blocks nothing: it is logged, shown by /health and deleted by the next
+    `cleanup_bundles`. A workflow rolled back keeps its bundle, as its links stay valid.
+    """
     DownloadLink.objects.filter(device=device, used_at__isnull=True, withdrawn_at__isnull=True).update(
         withdrawn_at=timezone.now()
     )
-    with contextlib.suppress(FileNotFoundError):
-        bundle_path(device.id).unlink()
+    transaction.on_commit(partial(delete_bundle, device.id))
+
+
+def delete_bundle(device_id: object) -> bool:
+    """Delete the device's creds.zip; False (logged, never raised) when the disk refuses."""
+    try:
+        bundle_path(device_id).unlink(missing_ok=True)
+    except OSError as exc:
+        logger.error(
+            "the bundle of device %s could not be deleted (%s); cleanup_bundles will try again",
+            device_id,
+            exc.strerror,
+        )
+        return False
+    return True
+
+
+def revoked_bundles_left() -> list[str]:
+    """Revoked devices whose bundle is still on disk: a deletion that failed, awaiting cleanup.
+
+    Only devices revoked before their bundle was downloaded can have one (a download deletes
+    it), so this looks at few rows however large the fleet.
+    """
+    candidates = (
+        DownloadLink.objects.filter(
+            device__status=DeviceStatus.REVOKED, used_at__isnull=True, certificate__isnull=False
+        )
+        .order_by()
+        .values_list("device_id", flat=True)
+        .distinct()
+    )
+    return sorted(str(device_id) for device_id in candidates if bundle_path(device_id).exists())
 
 
 def remove_device_files(device_id: object) -> None:
@@ -322,12 +363,16 @@ def _gone(code: str, message: str, next_step: str = "Ask an operator for a new b
 
 
 def discard_expired_bundles(now: dt.datetime | None = None) -> int:
-    """Delete the files of links that expired unused; returns how many were deleted."""
+    """Delete the files of links that expired unused, and the bundles revoked devices left
+    behind (a deletion at revocation that the disk refused); returns how many were deleted."""
     now = now or timezone.now()
     removed = 0
     for link in DownloadLink.objects.filter(used_at__isnull=True, expires_at__lte=now):
         path = bundle_path(link.device_id)
         if path.exists():
-            _discard_bundle(link)
+            with contextlib.suppress(OSError):  # the disk refuses: the next run tries again
+                _discard_bundle(link)
             removed += 0 if path.exists() else 1
+    for device_id in revoked_bundles_left():
+        removed += 1 if delete_bundle(device_id) else 0
     return removed

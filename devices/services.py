@@ -25,8 +25,15 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from audit.models import AuditAction
 from audit.services import record
-from broker.probe import SyncCanary, issue_sync_canary, probe_configured
-from broker.services import BrokerSyncError, enforce_now, grants_on_register, queue_changes, sync_broker
+from broker.probe import SyncCanary, issue_sync_canary, probe_broker, probe_configured
+from broker.services import (
+    BrokerSyncError,
+    broker_lag,
+    enforce_now,
+    grants_on_register,
+    queue_changes,
+    sync_broker,
+)
 from devices.delivery import (
     BundleSecrets,
     IssuedBundle,
@@ -48,6 +55,7 @@ from devices.models import Device, DeviceStatus, DownloadLink
 from onboarding.errors import ServiceError
 from onboarding.locks import LockTimeout, exclusive_lock
 from onboarding.sealing import seal, unseal
+from pki.errors import PKIError
 from pki.models import Certificate, CertificateStatus
 from pki.profiles import KeyType, ParsedCSR, PrivateKey, RevocationReason, parse_csr
 from pki.services import (
@@ -415,36 +423,73 @@ def revoke_device(
     actor: Actor = None,
     address: str | None = None,
 ) -> Device:
-    """Revoke every valid certificate of the device and publish the CRL; revoking twice is refused."""
-    with exclusive_lock("crl"), transaction.atomic():
-        locked = Device.objects.select_for_update().get(pk=device.pk)
-        if locked.status == DeviceStatus.REVOKED:
-            raise DeviceAlreadyRevoked(f"Device {locked.id} is already revoked.", device_id=str(locked.id))
-        # Revoked on the same CRL as the device, to learn when the broker enforces it.
-        canary = issue_sync_canary() if probe_configured() and tasks_run_in_process() else None
-        withdraw_links(locked)
-        _revoke_valid_certificates(locked, reason, also=[canary.record] if canary else [])
-        locked.status = DeviceStatus.REVOKED
-        locked.save(update_fields=["status", "updated_at"])
-        record(
-            AuditAction.DEVICE_REVOKED, actor=actor, address=address, device_id=locked.id, reason=reason.value
-        )
-    enforced_at = tell_broker([device.id], canary)
+    """Revoke every valid certificate of the device and publish the CRL; revoking twice is refused.
+
+    Nothing that is only cleanup can block it: the bundle file is deleted after the commit,
+    and a disk that refuses is retried by `cleanup_bundles`. The broker change is recorded in
+    the same transaction (`PendingChange`), so a process that dies right after the commit
+    leaves it for the catch-up (`catch_up_broker`). Revoking an already revoked device is still
+    refused (409), but first pushes the broker, in case it is behind.
+    """
+    try:
+        with exclusive_lock("crl"), transaction.atomic():
+            locked = Device.objects.select_for_update().get(pk=device.pk)
+            if locked.status == DeviceStatus.REVOKED:
+                raise DeviceAlreadyRevoked(
+                    f"Device {locked.id} is already revoked.", device_id=str(locked.id)
+                )
+            # Revoked on the same CRL as the device, to learn when the broker enforces it.
+            canary = issue_sync_canary() if probe_configured() and tasks_run_in_process() else None
+            withdraw_links(locked)
+            queue_changes([locked.id])  # the outbox, committed with the revocation or not at all
+            _revoke_valid_certificates(locked, reason, also=[canary.record] if canary else [])
+            locked.status = DeviceStatus.REVOKED
+            locked.save(update_fields=["status", "updated_at"])
+            record(
+                AuditAction.DEVICE_REVOKED,
+                actor=actor,
+                address=address,
+                device_id=locked.id,
+                reason=reason.value,
+            )
+    except DeviceAlreadyRevoked:
+        push_revocation(device.id)
+        raise
+    enforced_at = tell_broker([device.id], canary, queued=True)
     if enforced_at is not None:
         Device.objects.filter(pk=device.pk).update(revocation_enforced_at=enforced_at)
     return get_device(device.id)
 
 
-def tell_broker(devices: Collection[uuid.UUID | str], canary: SyncCanary | None = None) -> dt.datetime | None:
+def push_revocation(device_id: uuid.UUID) -> None:
+    """Bring the broker in step for a device revoked earlier (a repeated revoke), proving the
+    revocation when it is not proven yet. Failures are logged: the caller answers all the same."""
+    unproven = Device.objects.filter(
+        pk=device_id, status=DeviceStatus.REVOKED, revocation_enforced_at__isnull=True
+    ).exists()
+    if not tasks_run_in_process() or not unproven:
+        tell_broker([device_id])  # with workers, the debounced sync proves it
+        return
+    try:
+        _sync_and_prove(prove=True, devices=(str(device_id),))
+    except (BrokerSyncError, LockTimeout, PKIError) as exc:
+        logger.error("broker not updated for the revoked device %s: %s", device_id, exc.message)
+
+
+def tell_broker(
+    devices: Collection[uuid.UUID | str], canary: SyncCanary | None = None, *, queued: bool = False
+) -> dt.datetime | None:
     """Push the new CRL and the changed devices' rights to the broker. The change already
     stands in the database and the CA's CRL. The devices are recorded as pending changes first
-    (`PendingChange`), so a broker that cannot be reached now gets them from the next sync
-    (the next change, `broker_sync`, the scheduler); /health reports them meanwhile.
+    (`PendingChange`; `queued`: the caller's transaction did), so a broker that cannot be
+    reached now gets them from the next sync (the next change, `broker_sync`, the catch-up at
+    start and every minute); /health reports them meanwhile.
 
     With workers, the push is one debounced task for a burst of changes (`request_broker_sync`).
     """
     try:
-        queue_changes(devices)
+        if not queued:
+            queue_changes(devices)
     except DatabaseError as exc:
         logger.error("could not record the broker change of %s: %s", list(devices), exc)
         return None
@@ -510,6 +555,48 @@ def sync_broker_debounced(*, prove: bool, changes: bool = False) -> str:
         if settings.CELERY_BROKER_URL:
             request_broker_sync(countdown=settings.BROKER_SYNC_RETRY_SECONDS)
         raise
+
+
+#: Revoked devices not yet proven refused that one catch-up sends again, at most.
+CATCH_UP_BATCH = 1000
+
+
+def catch_up_broker(*, here: bool = True) -> str:
+    """Bring the broker in step with every committed change, without a human: run at process
+    start, every BROKER_CATCH_UP_SECONDS (celery beat, or the web process without workers),
+    and cheap when there is nothing to do.
+
+    Behind means: changes no sync has carried (`broker_lag`: a process killed between its commit
+    and its push), a broker CRL that is not the CA's, or (with a probe) revoked devices whose
+    refusal was never proven (a probe that was misconfigured then). Those are synced and proven
+    with a canary, here or (`here` false: a process without the CA key) by a worker. One
+    process at a time: the others wait for the lock, then find nothing left to do.
+    """
+    with exclusive_lock("broker-catch-up"):
+        lag = broker_lag()
+        unproven = (
+            list(
+                Device.objects.filter(status=DeviceStatus.REVOKED, revocation_enforced_at__isnull=True)
+                .order_by("updated_at")
+                .values_list("pk", flat=True)[:CATCH_UP_BATCH]
+            )
+            if probe_configured()
+            else []
+        )
+        if not lag and not unproven:
+            return "in step"
+        if not lag and not probe_broker().canary_refused:
+            # Only the proof is missing and the probe cannot get it (unreachable, or a broker
+            # that lets the canary in, which /health reports): a new canary would prove nothing.
+            return "unproven"
+        logger.warning(
+            "the broker is behind (%s): bringing it in step",
+            "; ".join(lag + ([f"{len(unproven)} revocation(s) not proven"] if unproven else [])),
+        )
+        queue_changes(unproven)  # the dynamic-security backend syncs the devices it is told of
+        if not here:
+            return "requested" if request_broker_sync(countdown=0) else "queue unreachable"
+        return _sync_and_prove(prove=True, devices=())
 
 
 def _sync_and_prove(*, prove: bool, devices: tuple[str, ...] | None) -> str:
@@ -581,6 +668,7 @@ def reissue_device(
             )
         )
         locked.save(update_fields=["updated_at"])
+        queue_changes([locked.id])  # with the change, so a crash after the commit leaves it for the catch-up
         bundle = create_bundle(locked, issued.record, issued.private_key, actor=_user_or_none(actor))
         # Last, because it writes crl.pem before the commit: a step that fails after it would
         # leave a CRL revoking what the rolled-back database still calls active.
@@ -593,7 +681,8 @@ def reissue_device(
         )
         if superseded:
             revoke_certificates(superseded, RevocationReason.SUPERSEDED)
-    tell_broker([device.id])  # the superseded certificate is on the CRL: the broker must refuse it too
+    # The superseded certificate is on the CRL: the broker must refuse it too.
+    tell_broker([device.id], queued=True)
     return Registration(device=get_device(device.id), issued=issued, bundle=bundle)
 
 
@@ -627,10 +716,11 @@ def delete_device(device: Device, *, actor: Actor = None, address: str | None = 
     """
     with exclusive_lock("crl"), transaction.atomic():
         locked = Device.objects.select_for_update().get(pk=device.pk)
+        queue_changes([locked.id])  # with the change, so a crash after the commit leaves it for the catch-up
         _revoke_valid_certificates(locked, RevocationReason.CESSATION_OF_OPERATION)
         record(
             AuditAction.DEVICE_DELETED, actor=actor, address=address, device_id=locked.id, name=locked.name
         )
         locked.delete()
     remove_device_files(device.id)
-    tell_broker([device.id])
+    tell_broker([device.id], queued=True)

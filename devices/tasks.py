@@ -45,6 +45,13 @@ def sync_broker_task(prove: bool = False, changes: bool = False) -> str:
     return services.sync_broker_debounced(prove=prove, changes=changes)
 
 
+@shared_task(name="onboarding.catch_up_broker")  # type: ignore[untyped-decorator]  # celery is untyped
+def catch_up_broker_task() -> str:
+    """Every minute and at worker start: sync and prove what the broker has not been given yet
+    (a web process killed between its commit and its push), cheap when it is in step."""
+    return services.catch_up_broker()
+
+
 @shared_task(name="onboarding.cleanup_bundles")  # type: ignore[untyped-decorator]  # celery is untyped
 def cleanup_bundles_task() -> int:
     return discard_expired_bundles()

@@ -1,11 +1,23 @@
 """Celery application. Without CELERY_BROKER_URL, tasks run in-process (see settings)."""
 
 import os
+from typing import Any
 
 from celery import Celery
+from celery.signals import worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "onboarding.settings")
 
 app = Celery("onboarding")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]  # celery is untyped
+def _catch_up_broker_at_start(sender: Any, **kwargs: Any) -> None:
+    """A worker that starts queues one broker catch-up: a crash may have left committed changes
+    the broker was never given. Queued, not run here, so the worker is ready at once."""
+    from django.conf import settings
+
+    if settings.BROKER_CATCH_UP_AT_START:
+        app.send_task("onboarding.catch_up_broker")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -82,6 +84,42 @@ def check_acl_file() -> CheckResult:
     return _ok()
 
 
+def _refuses_writes(directory: Path) -> str | None:
+    """Why `directory` takes no new file, or None. A real write, not os.access: root passes
+    os.access on an immutable directory, and neither tells of a full disk."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".health-", delete=True) as probe:
+            probe.write(b"ok")
+            probe.flush()
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
+
+
+def check_data_dir() -> CheckResult:
+    """DATA_DIR and the CA directory (certificates, CRL, bundles) take files, and no revoked
+    device's bundle is left on disk (a deletion the disk refused, until cleanup_bundles)."""
+    from devices.delivery import revoked_bundles_left
+
+    root = Path(settings.CA_ROOT_PATH)
+    for label, directory in (("the data directory", Path(settings.DATA_DIR)), ("the CA directory", root),
+                             ("the bundle directory", root / "devices")):  # fmt: skip
+        if not directory.is_dir():
+            if directory == root / "devices":
+                continue  # made with the first bundle
+            return _fail(f"{label} does not exist")
+        problem = _refuses_writes(directory)
+        if problem:
+            return _fail(f"{label} cannot be written ({problem})")
+    left = revoked_bundles_left()
+    if left:
+        return _fail(
+            f"{len(left)} revoked device(s) still have a bundle on disk that could not be deleted "
+            "(cleanup_bundles retries)"
+        )
+    return _ok()
+
+
 def check_task_queue() -> CheckResult:
     if settings.CELERY_TASK_ALWAYS_EAGER:
         return _ok(mode="in-process")
@@ -129,6 +167,7 @@ CHECKS: dict[str, Callable[[], CheckResult]] = {
     "ca": check_ca,
     "crl": check_crl,
     "acl_file": check_acl_file,
+    "data_dir": check_data_dir,
     "task_queue": check_task_queue,
     "broker": check_broker,
 }

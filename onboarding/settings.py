@@ -404,6 +404,17 @@ BROKER_SYNC_DEBOUNCE_SECONDS: float = env.float("BROKER_SYNC_DEBOUNCE_SECONDS", 
 BROKER_SYNC_MARKER_SECONDS = 60
 # A broker sync that failed asks again this much later (the changes stay pending meanwhile).
 BROKER_SYNC_RETRY_SECONDS: float = env.float("BROKER_SYNC_RETRY_SECONDS", default=30)
+# The broker catch-up (devices.services.catch_up_broker) brings the broker in step with changes
+# a crashed process committed but never pushed: at the start of every web and worker process
+# (BROKER_CATCH_UP_AT_START), then every BROKER_CATCH_UP_SECONDS (celery beat; without workers,
+# a thread of each web process). Revocation must reach the broker within a minute unattended.
+BROKER_CATCH_UP_AT_START: bool = env.bool("BROKER_CATCH_UP_AT_START", default=True)
+BROKER_CATCH_UP_SECONDS: int = env.int("BROKER_CATCH_UP_SECONDS", default=60)
+if not 1 <= BROKER_CATCH_UP_SECONDS <= 60:
+    raise ImproperlyConfigured(
+        f"BROKER_CATCH_UP_SECONDS must be between 1 and 60, not {BROKER_CATCH_UP_SECONDS}: a revoked "
+        "device the broker does not refuse yet must be caught up within a minute."
+    )
 CELERY_RESULT_BACKEND: str = env.str("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL)
 # Periodic jobs (celery beat). The CRL job checks every 15 minutes and re-signs at half the
 # CRL's validity, so a CRL never reaches nextUpdate even when nothing is revoked.
@@ -412,6 +423,7 @@ CELERY_BEAT_SCHEDULE = {
     "cleanup-bundles": {"task": "onboarding.cleanup_bundles", "schedule": 10 * 60},
     "expire-certificates": {"task": "onboarding.expire_certificates", "schedule": 60 * 60},
     "sync-broker": {"task": "onboarding.sync_broker", "schedule": 60 * 60},
+    "catch-up-broker": {"task": "onboarding.catch_up_broker", "schedule": BROKER_CATCH_UP_SECONDS},
     "expiry-alerts": {"task": "onboarding.expiry_alerts", "schedule": 6 * 60 * 60},
 }
 

@@ -1,6 +1,9 @@
 """WSGI entry point (gunicorn onboarding.wsgi)."""
 
+import logging
 import os
+import threading
+import time
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.wsgi import get_wsgi_application
@@ -20,3 +23,42 @@ def _refuse_an_exposed_ca_key() -> None:
 
 
 _refuse_an_exposed_ca_key()
+
+
+logger = logging.getLogger("onboarding.wsgi")
+
+
+def _catch_up_broker() -> None:
+    """The broker catch-up of a web process: once at start; without workers (so without celery
+    beat) again every BROKER_CATCH_UP_SECONDS. With workers it only asks them, when behind."""
+    from django.conf import settings
+    from django.db import connection
+
+    from devices.services import catch_up_broker, tasks_run_in_process
+
+    here = tasks_run_in_process()
+    while True:
+        try:
+            outcome = catch_up_broker(here=here)
+            if outcome != "in step":
+                logger.info("broker catch-up: %s", outcome)
+        except Exception as exc:  # noqa: BLE001 - logged and tried again; it must never stop the server
+            logger.error("broker catch-up failed, tried again later: %s", getattr(exc, "message", exc))
+        finally:
+            connection.close()
+        if not here:
+            return
+        time.sleep(settings.BROKER_CATCH_UP_SECONDS)
+
+
+def _start_broker_catch_up() -> None:
+    """Here, in the web server's entry point (gunicorn workers, runserver), and not in an
+    AppConfig.ready hook: manage.py commands, migrations and tests never load this module, so
+    they are not slowed; a thread, so the server answers at once."""
+    from django.conf import settings
+
+    if settings.BROKER_CATCH_UP_AT_START:
+        threading.Thread(target=_catch_up_broker, name="broker-catch-up", daemon=True).start()
+
+
+_start_broker_catch_up()

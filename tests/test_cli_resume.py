@@ -24,7 +24,7 @@ from devices.models import Device, IdempotentRequest
 from pki.keystore import CertificateAuthority
 from tests.helpers import subprocess_database_url, superuser_token
 from tests.test_multiprocess import free_port
-from tests.workers import gunicorn
+from tests.workers import gunicorn_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -89,7 +89,7 @@ def test_bulk_register_survives_a_portal_killed_mid_run_and_resumes_once_per_row
     url = f"http://127.0.0.1:{port}"
     environment = portal_environment(port, tmp_path / "data")
 
-    with gunicorn(port, environment) as server:
+    with gunicorn_server(environment, port) as server:
         cli = bulk_register(rows, url, api_token)
         deadline = time.monotonic() + 120
         while len(result_rows(results)) < 3:
@@ -107,7 +107,7 @@ def test_bulk_register_survives_a_portal_killed_mid_run_and_resumes_once_per_row
     assert IdempotentRequest.objects.filter(status_code=0).exists()
     assert Device.objects.count() < ROWS
 
-    with gunicorn(port, environment):
+    with gunicorn_server(environment, port):
         started = time.monotonic()
         cli = bulk_register(rows, url, api_token)
         out, err = cli.communicate(timeout=300)

@@ -32,7 +32,7 @@ def test_healthy(synced: None) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"database", "ca", "crl", "acl_file", "task_queue", "broker"}
+    assert set(body["checks"]) == {"database", "ca", "crl", "acl_file", "data_dir", "task_queue", "broker"}
     assert all(check["status"] == "ok" for check in body["checks"].values())
     assert body["checks"]["task_queue"]["mode"] == "in-process"
     assert body["checks"]["broker"]["probe"] == "not configured (run mosquitto_config)"

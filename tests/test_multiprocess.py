@@ -25,7 +25,7 @@ from devices.models import Device
 from pki.keystore import CertificateAuthority
 from pki.models import Certificate, CertificateRevocationList
 from tests.helpers import superuser_token
-from tests.workers import REDIS_URL, celery_worker, gunicorn, worker_environment
+from tests.workers import REDIS_URL, celery_worker, gunicorn_server, worker_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,7 +55,7 @@ def portal(broker_files: None, ca: CertificateAuthority, tmp_path: Path) -> Iter
         DATA_DIR=str(tmp_path / "data"), SECURE_SSL_REDIRECT="false", ALLOWED_HOSTS="127.0.0.1"
     )
     with (
-        gunicorn(port, environment),
+        gunicorn_server(environment, port),
         celery_worker(environment, name="one"),
         celery_worker(environment, name="two"),
     ):

@@ -11,6 +11,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+import pytest
 from django.conf import settings
 
 from tests.helpers import subprocess_database_url
@@ -61,17 +63,14 @@ def celery_worker(
 
 
 @contextmanager
-def gunicorn(
-    port: int, environment: Mapping[str, str], workers: int = 2
+def gunicorn_server(
+    environment: Mapping[str, str], port: int, *, workers: int = 2, threads: int = 1
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """The portal under gunicorn, in its own process group, once it answers; SIGTERM after the
-    block (unless the test killed it already)."""
-    import httpx
-    import pytest
-
+    """The portal under gunicorn on 127.0.0.1:`port`, answering, for the duration of the block;
+    stopped with SIGTERM after it (unless the test killed it already)."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
-         "--timeout", "120", "onboarding.wsgi"],
+        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads),
+         "--bind", f"127.0.0.1:{port}", "--timeout", "120", "onboarding.wsgi"],
         cwd=ROOT,
         env=dict(environment),
         stdout=subprocess.DEVNULL,
@@ -89,7 +88,7 @@ def gunicorn(
             if time.monotonic() > deadline or server.poll() is not None:
                 errors = server.stderr.read().decode() if server.stderr else ""
                 pytest.fail(f"gunicorn did not start: {errors}")
-            time.sleep(0.2)
+            time.sleep(0.05)
         yield server
     finally:
         if server.poll() is None:
