@@ -46,6 +46,16 @@ def probe_address() -> BrokerAddress:
     return BrokerAddress(settings.BROKER_PROBE_HOST or public.host, settings.BROKER_PROBE_PORT or public.port)
 
 
+def pid_file() -> str:
+    """Where Mosquitto writes its pid: MOSQUITTO_PID_FILE, else the pid_file `mosquitto_config`
+    wrote into the configuration ("" when neither). A path on the host that ran the command: a
+    broker elsewhere is reloaded through BROKER_RELOAD_COMMAND instead."""
+    if settings.MOSQUITTO_PID_FILE:
+        return str(settings.MOSQUITTO_PID_FILE)
+    recorded = recorded_listener()
+    return recorded.pid_file if recorded else ""
+
+
 def broker_set_up() -> bool:
     """Whether a broker is meant to exist: `mosquitto_config` has written one, the portal has given
     one its files (a sync; also true of installations older than the recorded listener), or

@@ -107,6 +107,12 @@ class BrokerListener(models.Model):
     port = models.PositiveIntegerField()
     bind_address = models.CharField(max_length=255, blank=True)
     backend = models.CharField(max_length=32)
+    pid_file = models.CharField(
+        max_length=4096,
+        blank=True,
+        help_text="The pid_file written into mosquitto.conf: the portal signals the broker through it "
+        "(unless MOSQUITTO_PID_FILE or BROKER_RELOAD_COMMAND say otherwise).",
+    )
     written_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from broker import dynsec
 from broker.acl import ExtraRule, check_acl, render_acl
+from broker.address import pid_file
 from broker.models import AclRule, BrokerSync, PendingChange
 from broker.probe import REVOKED, UNREACHABLE, SyncCanary, await_refusal, identity_files, unreachable_reason
 from onboarding.errors import ServiceError
@@ -405,14 +406,13 @@ def reload_broker() -> bool:
         except (OSError, subprocess.SubprocessError) as exc:
             raise BrokerSyncError(f"BROKER_RELOAD_COMMAND failed: {exc}.") from None
         return True
-    if settings.MOSQUITTO_PID_FILE:
+    path = pid_file()
+    if path:
         try:
-            pid = int(Path(settings.MOSQUITTO_PID_FILE).read_text().strip())
+            pid = int(Path(path).read_text().strip())
             os.kill(pid, signal.SIGHUP)
         except (OSError, ValueError) as exc:
-            raise BrokerSyncError(
-                f"Mosquitto could not be signalled through {settings.MOSQUITTO_PID_FILE}: {exc}."
-            ) from None
+            raise BrokerSyncError(f"Mosquitto could not be signalled through {path}: {exc}.") from None
         return True
     return False
 
@@ -512,7 +512,7 @@ def broker_lag() -> list[str]:
     if waiting:
         found.append(f"{waiting} device change(s) not given to the broker yet")
     found += crl_drift()
-    if not found and (settings.BROKER_RELOAD_COMMAND or settings.MOSQUITTO_PID_FILE):
+    if not found and (settings.BROKER_RELOAD_COMMAND or pid_file()):
         try:
             crl = x509.load_pem_x509_crl(crl_path().read_bytes())
             number = int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)

@@ -20,8 +20,9 @@ import pyzipper
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from broker.address import public_address
+from broker.address import pid_file, public_address
 from broker.probe import probe_broker
+from broker.services import reload_broker
 from pki.keystore import CertificateAuthority
 from tests.mosquitto import (
     ACCEPTED,
@@ -148,3 +149,30 @@ def test_an_unreachable_broker_is_named_with_the_address_tried(
 
 def test_the_broker_defaults_to_127_0_0_1_8883_before_any_configuration(no_address_settings: Path) -> None:
     assert str(public_address()) == "127.0.0.1:8883"
+
+
+def test_the_broker_is_reloaded_through_the_pid_file_the_configuration_names(
+    no_address_settings: Path, settings: Any
+) -> None:
+    """Without MOSQUITTO_PID_FILE, `mosquitto_config` still writes a pid_file (beside the
+    configuration) and records it, so the portal can make that broker reload: the README's
+    walk-through sets nothing but the port."""
+    settings.MOSQUITTO_PID_FILE = ""
+    port = free_port()
+    output = write_config(no_address_settings, port)
+    expected = no_address_settings.resolve() / "mosquitto.pid"
+    assert f"pid_file {expected}" in (no_address_settings / "mosquitto.conf").read_text()
+    assert pid_file() == str(expected)
+    assert f"reload through {expected}" in output
+    broker = start_mosquitto(no_address_settings, port)
+    try:
+        deadline = time.monotonic() + 5
+        while not expected.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert reload_broker() is True  # SIGHUP to the pid Mosquitto wrote
+        assert broker.process.poll() is None
+    finally:
+        stop_mosquitto(broker)
+    # MOSQUITTO_PID_FILE still chooses the place.
+    settings.MOSQUITTO_PID_FILE = str(no_address_settings / "elsewhere.pid")
+    assert pid_file() == settings.MOSQUITTO_PID_FILE

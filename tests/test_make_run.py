@@ -51,11 +51,11 @@ def test_make_run_serves_the_portal_with_a_ca(tmp_path: Path) -> None:
         assert "IoT Device Onboarding Root CA" in body
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/crl.pem", timeout=5) as response:
             assert response.read().startswith(b"-----BEGIN X509 CRL-----")
-        links_follow_the_port(port, env, tmp_path)
         # No broker is set up yet: that is not a failure (a 503 here reads as a server error).
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
             assert response.status == 200
             assert json.loads(response.read())["checks"]["broker"]["status"] == "not_configured"
+        links_follow_the_port(port, env, tmp_path)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)

@@ -122,9 +122,18 @@ class Command(BaseCommand):
         if not 0 < port < 65536:
             raise CommandError(f"--port {port} is not a TCP port (1-65535).")
         user = options["user"] or getpass.getuser()
+        # Always a pid file, recorded below, so that the portal can make this broker reload on the
+        # same host with nothing more to set (MOSQUITTO_PID_FILE chooses another place).
+        pid_path = Path(settings.MOSQUITTO_PID_FILE or out / "mosquitto.pid")
         try:
             self._write(
-                out, hostnames, port, options["bind"], user, dynsec_mode=backend == "mosquitto_dynsec"
+                out,
+                hostnames,
+                port,
+                options["bind"],
+                user,
+                pid_path,
+                dynsec_mode=backend == "mosquitto_dynsec",
             )
             if backend == "mosquitto_acl":
                 sync_broker(reload=False)
@@ -137,21 +146,33 @@ class Command(BaseCommand):
         # The portal's one record of where the broker is: bundles, the probe and the revocation
         # check read it (broker/address.py), unless BROKER_PUBLIC_*/BROKER_PROBE_* override it.
         BrokerListener.objects.create(
-            host=hostnames[0], port=port, bind_address=options["bind"] or "", backend=backend
+            host=hostnames[0],
+            port=port,
+            bind_address=options["bind"] or "",
+            backend=backend,
+            pid_file=str(pid_path),
         )
         self.stdout.write(self.style.SUCCESS(f"Wrote {out / 'mosquitto.conf'} (port {port}, user {user})."))
         self.stdout.write(f"Devices will connect to {public_address()}.")
         for warning in _overridden(hostnames, port):
             self.stderr.write(warning)
         self.stdout.write(f"Start the broker with:  mosquitto -c {out / 'mosquitto.conf'}")
-        if not settings.MOSQUITTO_PID_FILE and not settings.BROKER_RELOAD_COMMAND:
+        if not settings.BROKER_RELOAD_COMMAND:
             self.stdout.write(
-                "Set MOSQUITTO_PID_FILE (and rerun this command) or BROKER_RELOAD_COMMAND so the portal can "
-                "make the broker reload after a revocation."
+                f"The portal makes the broker reload through {pid_path} (a broker on another host needs "
+                "BROKER_RELOAD_COMMAND)."
             )
 
     def _write(
-        self, out: Path, hostnames: list[str], port: int, bind: str | None, user: str, *, dynsec_mode: bool
+        self,
+        out: Path,
+        hostnames: list[str],
+        port: int,
+        bind: str | None,
+        user: str,
+        pid_path: Path,
+        *,
+        dynsec_mode: bool,
     ) -> None:
         out.mkdir(mode=0o755, parents=True, exist_ok=True)
         write_atomically(out / "ca.crt", get_ca().certificate_pem, mode=0o644)
@@ -174,7 +195,7 @@ class Command(BaseCommand):
             acl_file=Path(settings.BROKER_ACL_FILE),
             user=user,
             bind_address=bind,
-            pid_file=settings.MOSQUITTO_PID_FILE or None,
+            pid_file=str(pid_path),
             dynsec_plugin=dynsec.plugin_path() if dynsec_mode else None,
             dynsec_config=dynsec_config if dynsec_mode else None,
         )
