@@ -328,6 +328,9 @@ PORTAL_BULK_MAX_ROWS: int = env.int("PORTAL_BULK_MAX_ROWS", default=1000)
 
 # --- REST API ---
 API_MAX_BODY_BYTES: int = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
+# Objects and arrays nested deeper than this are refused (400 json_too_deep): parsing, validation
+# and storage all recurse once per level, and metadata needs a handful.
+API_MAX_JSON_DEPTH: int = env.int("API_MAX_JSON_DEPTH", default=32)
 API_THROTTLE_RATES: dict[str, str] = {
     "anon": env.str("API_THROTTLE_ANON", default="60/minute"),
     "user": env.str("API_THROTTLE_USER", default="6000/minute"),
