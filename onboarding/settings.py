@@ -242,7 +242,17 @@ if _proxy_ssl_header:
         )
     SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header[0], _proxy_ssl_header[1])
 # Health checks and metric scrapes from inside the deployment speak plain HTTP to gunicorn.
-SECURE_REDIRECT_EXEMPT = [r"^health$", r"^api/v1/health$", r"^metrics$"]
+# The CRL and the CA certificate are public, signed (or self-verifying) material that relying
+# parties fetch over plain HTTP (RFC 5280 4.2.1.13, RFC 5019 and RFC 2585: an HTTPS distribution
+# point would need revocation checking to fetch revocation data), so they are never redirected.
+SECURE_REDIRECT_EXEMPT = [
+    r"^health$",
+    r"^api/v1/health$",
+    r"^metrics$",
+    r"^ca\.crl$",
+    r"^crl\.pem$",
+    r"^ca\.crt$",
+]
 
 # --- Certificate authority ---
 CA_ROOT_PATH = Path(env.str("CA_ROOT_PATH", default=str(DATA_DIR / "certs"))).resolve()
@@ -445,4 +455,12 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # Django's own handlers (an unfiltered console in development, its runserver access log,
+    # mail to ADMINS) would print "Not Found: /download/<token>" and every request line as they
+    # came: naming the loggers here removes those handlers, so their records reach the root's
+    # redacting handler like everyone else's.
+    "loggers": {
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.server": {"handlers": [], "level": "INFO", "propagate": True},
+    },
 }
