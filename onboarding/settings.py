@@ -122,6 +122,8 @@ MIDDLEWARE = [
     # First and (but for axes) last: every request is counted and timed for /metrics.
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every answer (CONTENT_SECURITY_POLICY below).
+    "csp.middleware.CSPMiddleware",
     # Static files straight from gunicorn (the admin's and the portal's), compressed and cached.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -253,6 +255,25 @@ SECURE_REDIRECT_EXEMPT = [
     r"^crl\.pem$",
     r"^ca\.crt$",
 ]
+
+# Content-Security-Policy (django-csp): the portal's pages load scripts, styles and images only
+# from the portal itself, run no inline script or style and no plugin, cannot be framed, and post
+# forms only to the portal. An injected <script> or onclick= does not run. The Swagger UI at
+# /api/docs/ widens style-src and img-src for its own page only (onboarding/urls.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
 
 # --- Certificate authority ---
 CA_ROOT_PATH = Path(env.str("CA_ROOT_PATH", default=str(DATA_DIR / "certs"))).resolve()
