@@ -33,17 +33,17 @@ def read_published_crl(now: dt.datetime | None = None) -> PublishedCRL:
     Only the CA certificate is read, never the CA key: hosts that only serve can verify.
     """
     try:
-        pem = crl_path().read_bytes()
-    except FileNotFoundError:
-        raise CRLNotPublished("No CRL has been published yet (an operator runs init_ca).") from None
-    except OSError as exc:
-        raise CRLInvalid(f"The CRL file cannot be read ({exc.strerror}).") from None
-    try:
         issuer = x509.load_pem_x509_certificate(keystore().certificate_path.read_bytes())
     except FileNotFoundError:
         raise CANotInitialized("The certificate authority has not been created.") from None
     except (OSError, ValueError):
         raise CRLInvalid("The CA certificate cannot be read, so the CRL cannot be verified.") from None
+    try:
+        pem = crl_path().read_bytes()
+    except FileNotFoundError:
+        raise CRLNotPublished("No CRL has been published yet (an operator runs init_ca).") from None
+    except OSError as exc:
+        raise CRLInvalid(f"The CRL file cannot be read ({exc.strerror}).") from None
     try:
         crl = x509.load_pem_x509_crl(pem)
         number = int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
