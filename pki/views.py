@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives import serialization
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_safe
 
@@ -28,9 +27,7 @@ def _crl_response(der: bool) -> HttpResponse:
         return _unavailable(error)
     if der:
         # RFC 5280 4.2.1.13 and RFC 2585: a CRL distribution point over HTTP serves DER.
-        response = HttpResponse(
-            published.crl.public_bytes(serialization.Encoding.DER), content_type="application/pkix-crl"
-        )
+        response = HttpResponse(published.der, content_type="application/pkix-crl")
     else:
         response = HttpResponse(published.pem, content_type="application/x-pem-file")
     response["Cache-Control"] = f"public, max-age={CRL_CACHE_SECONDS}"

@@ -82,9 +82,30 @@ def test_an_intact_crl_is_served_and_healthy(own_ca: Path) -> None:
 @pytest.mark.parametrize("fraction", [0.02, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95])
 def test_one_flipped_base64_character_is_refused_everywhere(own_ca: Path, fraction: float) -> None:
     pem = own_ca.read_bytes()
+    assert APIClient().get("/ca.crl").status_code == 200  # verified once (and remembered)
     position = int((body_length(pem) - 4) * fraction)
     own_ca.write_bytes(flipped(pem, position))
     assert own_ca.read_bytes() != pem
+    assert_refused_everywhere()
+
+
+def test_a_changed_ca_certificate_is_checked_again(own_ca: Path, settings: Any) -> None:
+    assert APIClient().get("/ca.crl").status_code == 200
+    ca_certificate = Path(settings.CA_ROOT_PATH) / "ca.crt"
+    other = ec.generate_private_key(ec.SECP256R1())
+    original = x509.load_pem_x509_certificate(ca_certificate.read_bytes())
+    now = dt.datetime.now(dt.UTC)
+    replaced = (
+        x509.CertificateBuilder()
+        .subject_name(original.subject)
+        .issuer_name(original.subject)
+        .public_key(other.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(other, hashes.SHA256())
+    )
+    ca_certificate.write_bytes(replaced.public_bytes(serialization.Encoding.PEM))
     assert_refused_everywhere()
 
 
@@ -110,6 +131,7 @@ def test_a_crl_signed_by_another_key_is_refused(own_ca: Path, ca: CertificateAut
 
 
 def test_a_crl_past_its_next_update_is_refused(own_ca: Path, settings: Any) -> None:
+    assert APIClient().get("/ca.crl").status_code == 200  # verified once (and remembered)
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=settings.CRL_VALIDITY_HOURS + 1)
     with time_machine.travel(later):
         assert_refused_everywhere()
