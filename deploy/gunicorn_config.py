@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Any
+
+from onboarding.logs import RedactSecrets
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
@@ -17,6 +20,12 @@ worker_tmp_dir = "/dev/shm"  # noqa: S108 - the tmpfs gunicorn documents for thi
 # Requests are counted and timed in /metrics instead; errors are logged by Django (redacted).
 accesslog = None
 errorlog = "-"
+# gunicorn's own lines pass the portal's redacting filter too: "Error handling request <uri>"
+# names the path, and so does every access-log line if an operator turns the access log on.
+for _name in ("gunicorn.error", "gunicorn.access"):
+    _logger = logging.getLogger(_name)
+    if not any(isinstance(existing, RedactSecrets) for existing in _logger.filters):
+        _logger.addFilter(RedactSecrets())
 # X-Forwarded-* is trusted from the proxy in front (TRUSTED_PROXY_COUNT, SECURE_PROXY_SSL_HEADER).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.db import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
@@ -22,6 +23,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from accounts.authentication import ApiTokenAuthentication
 from onboarding.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -57,7 +59,8 @@ class PayloadTooLarge(exceptions.APIException):
 
 
 class BoundedJSONParser(parsers.JSONParser):
-    """JSON bodies up to API_MAX_BODY_BYTES; larger ones are refused before they are parsed."""
+    """JSON bodies up to API_MAX_BODY_BYTES and API_MAX_JSON_DEPTH levels deep; bigger or deeper
+    ones are refused with a code, never met later as a 500."""
 
     def parse(
         self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
@@ -65,13 +68,20 @@ class BoundedJSONParser(parsers.JSONParser):
         limit = settings.API_MAX_BODY_BYTES
         body = stream.read(limit + 1) if stream is not None else b""
         if len(body) > limit:
-            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+            raise body_too_large()
         try:
             data = json.loads(body.decode(settings.DEFAULT_CHARSET))
+        except RecursionError:
+            # The decoder recurses once per level: a few kilobytes of `{"a": {"a": ...` exhaust the
+            # interpreter's stack long before the size limit is reached.
+            raise json_too_deep() from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise exceptions.ParseError(
                 f"The request body is not valid JSON: {exc}.", code="malformed_json"
             ) from None
+        if too_deep(data, settings.API_MAX_JSON_DEPTH):
+            # Serializers, json.dumps and the database driver recurse too: bounded here, once.
+            raise json_too_deep()
         if not _storable(data):
             # PostgreSQL's text and jsonb refuse U+0000, and an unpaired surrogate is not UTF-8:
             # refused here as the client's error, not met later as a database error (500).
@@ -81,6 +91,33 @@ class BoundedJSONParser(parsers.JSONParser):
                 code="invalid_characters",
             )
         return data
+
+
+def body_too_large() -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than {settings.API_MAX_BODY_BYTES} bytes.")
+
+
+class JSONTooDeep(exceptions.ParseError):
+    default_code = "json_too_deep"
+
+
+def json_too_deep() -> JSONTooDeep:
+    return JSONTooDeep(
+        f"The request body nests objects or arrays more than {settings.API_MAX_JSON_DEPTH} levels deep."
+    )
+
+
+def too_deep(value: Any, max_depth: int) -> bool:
+    """Whether objects or arrays nest more than max_depth levels (the outermost one is level 1)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            if depth > max_depth:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _storable(value: Any) -> bool:
@@ -133,6 +170,8 @@ class UserThrottle(ConfiguredRateThrottle):
 
 
 _CODES: dict[type[exceptions.APIException], str] = {
+    # Most specific first: the first class that matches gives the code.
+    JSONTooDeep: "json_too_deep",
     exceptions.ParseError: "malformed_json",
     exceptions.NotAuthenticated: "not_authenticated",
     exceptions.AuthenticationFailed: "authentication_failed",
@@ -188,6 +227,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
     if isinstance(exc, Http404):
         return Response(error_body("not_found", "Nothing is at this address."), status=404)
+    if isinstance(exc, RequestDataTooBig):
+        # Django refuses to read a body past DATA_UPLOAD_MAX_MEMORY_SIZE before our parser sees
+        # it; that body is over API_MAX_BODY_BYTES too, and gets the same answer as any other.
+        return Response(error_body("request_too_large", str(body_too_large().detail)), status=413)
     if isinstance(exc, DjangoPermissionDenied):
         return Response(error_body("permission_denied", "You may not do this."), status=403)
     if isinstance(exc, exceptions.ValidationError):
@@ -196,6 +239,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(
             error_body("invalid", f"The request has invalid fields: {names}.", fields=fields), status=400
         )
+    auth_header = getattr(exc, "auth_header", None)
+    if isinstance(exc, exceptions.NotAuthenticated) and auth_header:
+        wrong_scheme = _foreign_authorization_scheme(context.get("request"))
+        if wrong_scheme is not None:
+            exc = exceptions.AuthenticationFailed(
+                f"The Authorization header uses {wrong_scheme} scheme; this API takes "
+                f"'Authorization: {ApiTokenAuthentication.keyword} <token>'."
+            )
+            exc.auth_header = auth_header  # type: ignore[attr-defined]  # DRF's WWW-Authenticate
     response = drf_exception_handler(exc, context)
     if response is None or not isinstance(exc, exceptions.APIException):
         return response
@@ -203,6 +255,18 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     message = str(exc.detail) if not isinstance(exc.detail, list | dict) else "The request failed."
     response.data = error_body(code, message)
     return response
+
+
+def _foreign_authorization_scheme(request: Request | None) -> str | None:
+    """The scheme of an Authorization header that no authenticator took (`Bearer`, `Basic`), so
+    the answer says which scheme to use instead of "credentials were not provided"."""
+    if request is None:
+        return None
+    scheme = request.headers.get("Authorization", "").split(" ", 1)[0]
+    if not scheme or scheme.lower() == ApiTokenAuthentication.keyword.lower():
+        return None
+    # Quoted back only when it looks like a scheme name (RFC 9110 token), never as a whole header.
+    return f"the '{scheme}'" if len(scheme) <= 20 and scheme.isascii() and scheme.isalnum() else "an unknown"
 
 
 def _is_api_request(request: HttpRequest) -> bool:
@@ -223,6 +287,12 @@ def server_error(request: HttpRequest) -> HttpResponse:
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if isinstance(exception, RequestDataTooBig):
+        if _is_api_request(request):
+            return JsonResponse(error_body("request_too_large", str(body_too_large().detail)), status=413)
+        return HttpResponse(
+            "The request body is too large.\n", status=413, content_type="text/plain; charset=utf-8"
+        )
     if _is_api_request(request):
         return JsonResponse(error_body("bad_request", "The request could not be understood."), status=400)
     return defaults.bad_request(request, exception)

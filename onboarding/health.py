@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
@@ -23,9 +22,9 @@ from broker.address import broker_set_up
 from broker.probe import UNREACHABLE, probe_broker, probe_configured
 from broker.services import broker_drift
 from onboarding.errors import ServiceError
+from pki.crl import read_published_crl
 from pki.errors import PKIError
 from pki.keystore import get_ca
-from pki.services import crl_path
 
 CheckResult = dict[str, Any]
 
@@ -61,17 +60,13 @@ def check_ca() -> CheckResult:
 
 
 def check_crl() -> CheckResult:
+    """The CRL as it is served: parsed, signed by the CA and before its nextUpdate (pki.crl)."""
     try:
-        crl = x509.load_pem_x509_crl(crl_path().read_bytes())
-    except FileNotFoundError:
-        return _fail("no CRL has been published")
-    except ValueError:
-        return _fail("the published CRL cannot be parsed")
-    next_update = crl.next_update_utc
-    if next_update is None or next_update <= timezone.now():
-        return _fail("the CRL's nextUpdate has passed: brokers will refuse every device")
-    number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-    return _ok(number=number, next_update=next_update.isoformat())
+        published = read_published_crl()
+    except PKIError as exc:
+        return {"status": "fail", "code": exc.code, "message": exc.message}
+    next_update = published.crl.next_update_utc
+    return _ok(number=published.number, next_update=next_update.isoformat() if next_update else None)
 
 
 def check_acl_file() -> CheckResult:

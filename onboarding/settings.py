@@ -122,6 +122,8 @@ MIDDLEWARE = [
     # First and (but for axes) last: every request is counted and timed for /metrics.
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every answer (CONTENT_SECURITY_POLICY below).
+    "csp.middleware.CSPMiddleware",
     # Static files straight from gunicorn (the admin's and the portal's), compressed and cached.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -242,7 +244,36 @@ if _proxy_ssl_header:
         )
     SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header[0], _proxy_ssl_header[1])
 # Health checks and metric scrapes from inside the deployment speak plain HTTP to gunicorn.
-SECURE_REDIRECT_EXEMPT = [r"^health$", r"^api/v1/health$", r"^metrics$"]
+# The CRL and the CA certificate are public, signed (or self-verifying) material that relying
+# parties fetch over plain HTTP (RFC 5280 4.2.1.13, RFC 5019 and RFC 2585: an HTTPS distribution
+# point would need revocation checking to fetch revocation data), so they are never redirected.
+SECURE_REDIRECT_EXEMPT = [
+    r"^health$",
+    r"^api/v1/health$",
+    r"^metrics$",
+    r"^ca\.crl$",
+    r"^crl\.pem$",
+    r"^ca\.crt$",
+]
+
+# Content-Security-Policy (django-csp): the portal's pages load scripts, styles and images only
+# from the portal itself, run no inline script or style and no plugin, cannot be framed, and post
+# forms only to the portal. An injected <script> or onclick= does not run. The Swagger UI at
+# /api/docs/ widens style-src and img-src for its own page only (onboarding/urls.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
 
 # --- Certificate authority ---
 CA_ROOT_PATH = Path(env.str("CA_ROOT_PATH", default=str(DATA_DIR / "certs"))).resolve()
@@ -335,6 +366,9 @@ PORTAL_BULK_MAX_ROWS: int = env.int("PORTAL_BULK_MAX_ROWS", default=1000)
 
 # --- REST API ---
 API_MAX_BODY_BYTES: int = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
+# Objects and arrays nested deeper than this are refused (400 json_too_deep): parsing, validation
+# and storage all recurse once per level, and metadata needs a handful.
+API_MAX_JSON_DEPTH: int = env.int("API_MAX_JSON_DEPTH", default=32)
 API_THROTTLE_RATES: dict[str, str] = {
     "anon": env.str("API_THROTTLE_ANON", default="60/minute"),
     "user": env.str("API_THROTTLE_USER", default="6000/minute"),
@@ -461,4 +495,12 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # Django's own handlers (an unfiltered console in development, its runserver access log,
+    # mail to ADMINS) would print "Not Found: /download/<token>" and every request line as they
+    # came: naming the loggers here removes those handlers, so their records reach the root's
+    # redacting handler like everyone else's.
+    "loggers": {
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.server": {"handlers": [], "level": "INFO", "propagate": True},
+    },
 }

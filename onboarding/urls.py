@@ -1,6 +1,7 @@
+from csp.decorators import csp_update
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts.admin import StaffAdminSite
 from accounts.forms import AdminLoginForm
@@ -16,6 +17,11 @@ admin.site.login_form = AdminLoginForm
 handler400 = "onboarding.api.bad_request"
 handler404 = "onboarding.api.not_found"
 handler500 = "onboarding.api.server_error"
+
+# Swagger UI under the portal's policy: its start-up script is served as a file (the split view)
+# and its inline styles moved to a static file (templates/drf_spectacular/); it draws its icons
+# as data: images, which this page alone allows.
+api_docs = csp_update({"img-src": ["data:"]})(SpectacularSwaggerSplitView.as_view(url_name="schema"))
 
 api_v1 = [
     *original_paths,
@@ -34,7 +40,7 @@ urlpatterns = [
     path("download/<str:token>", DownloadView.as_view(), name="download"),
     path("api/v1/", include((api_v1, "v1"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/docs/", api_docs, name="api-docs"),
     path("portal/", include("portal.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -86,3 +86,16 @@ class InvalidRevocationReason(PKIError):
 class CRLPublicationError(PKIError):
     code = "crl_publication_failed"
     status = 503
+
+
+class CRLNotPublished(PKIError):
+    code = "crl_not_published"
+    status = 503
+
+
+class CRLInvalid(PKIError):
+    """The CRL on disk fails verification (damaged, tampered with, not the CA's, or past its
+    nextUpdate): it is not served or reported healthy, and the previous copies stay in use."""
+
+    code = "crl_invalid"
+    status = 503

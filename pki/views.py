@@ -2,45 +2,34 @@
 
 from __future__ import annotations
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_safe
 
+from pki.crl import read_published_crl
+from pki.errors import CANotInitialized, PKIError
 from pki.keystore import keystore
-from pki.services import crl_path
 
 # Brokers and devices poll the CRL; a short cache keeps them close to the newest one.
 CRL_CACHE_SECONDS = 60
 
 
-def _unavailable(what: str) -> HttpResponse:
-    return HttpResponse(
-        f"The {what} is not available yet: the certificate authority has not been created.\n",
-        status=503,
-        content_type="text/plain; charset=utf-8",
-    )
-
-
-def _read_crl_pem() -> bytes | None:
-    try:
-        return crl_path().read_bytes()
-    except FileNotFoundError:
-        return None
+def _unavailable(error: PKIError) -> HttpResponse:
+    """503 with the error's code: a CRL that is missing or fails verification is never served."""
+    response = JsonResponse({"error": {"code": error.code, "message": error.message}}, status=503)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def _crl_response(der: bool) -> HttpResponse:
-    pem = _read_crl_pem()
-    if pem is None:
-        return _unavailable("CRL")
+    try:
+        published = read_published_crl()
+    except PKIError as error:
+        return _unavailable(error)
     if der:
         # RFC 5280 4.2.1.13 and RFC 2585: a CRL distribution point over HTTP serves DER.
-        response = HttpResponse(
-            x509.load_pem_x509_crl(pem).public_bytes(serialization.Encoding.DER),
-            content_type="application/pkix-crl",
-        )
+        response = HttpResponse(published.der, content_type="application/pkix-crl")
     else:
-        response = HttpResponse(pem, content_type="application/x-pem-file")
+        response = HttpResponse(published.pem, content_type="application/x-pem-file")
     response["Cache-Control"] = f"public, max-age={CRL_CACHE_SECONDS}"
     return response
 
@@ -60,5 +49,5 @@ def ca_certificate(request: HttpRequest) -> HttpResponse:
     try:
         pem = keystore().certificate_path.read_bytes()
     except FileNotFoundError:
-        return _unavailable("CA certificate")
+        return _unavailable(CANotInitialized("The certificate authority has not been created yet."))
     return HttpResponse(pem, content_type="application/x-pem-file")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from cryptography import x509
 from django.db.models import Count
 from django.utils import timezone
 
@@ -13,9 +12,10 @@ from audit.models import AuditEvent
 from broker.models import BrokerSync
 from devices.models import Device, DeviceStatus
 from onboarding.errors import ServiceError
+from pki.crl import read_published_crl
 from pki.keystore import get_ca
 from pki.models import Certificate, CertificatePurpose, CertificateRevocationList, ExpiryAlert
-from pki.services import check_crl, crl_path, crl_refresh_due, current_crl_record
+from pki.services import crl_refresh_due, current_crl_record
 
 EXPIRY_DAYS = 30
 # Buckets of the expiry chart: days from now, [start, end).
@@ -100,12 +100,7 @@ def expiry_bars(now: dt.datetime) -> tuple[list[Bar], int, int]:
 def crl_state(now: dt.datetime) -> CRLState:
     record = current_crl_record()
     try:
-        crl = x509.load_pem_x509_crl(crl_path().read_bytes())
-        check_crl(crl, get_ca().certificate, now)
-    except OSError:
-        return CRLState(record, "problem", "The CRL file cannot be read.")
-    except ValueError:
-        return CRLState(record, "problem", "The CRL file is not a valid CRL.")
+        read_published_crl(now)
     except ServiceError as error:
         return CRLState(record, "problem", error.message)
     return CRLState(record, "refresh due" if crl_refresh_due(now) else "fresh")
