@@ -301,7 +301,7 @@ def test_cleanup_command(operator_api: APIClient) -> None:
     register(operator_api)
     out = StringIO()
     call_command("cleanup_bundles", stdout=out)
-    assert out.getvalue().strip() == "Deleted 0 expired bundle(s)."
+    assert out.getvalue().strip() == "Deleted 0 bundle(s) no link can serve any more."
 
 
 def test_head_does_not_use_up_the_link(operator_api: APIClient) -> None:
