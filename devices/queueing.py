@@ -50,8 +50,13 @@ def enqueue(
     TaskQueueUnavailable tells the caller so."""
     try:
         task.apply_async(args=list(args), kwargs=dict(kwargs or {}), countdown=countdown)
-    except QUEUE_ERRORS as exc:
-        logger.error("task queue unreachable for %s (%s: %s)", task.name, type(exc).__name__, exc)
+    except Exception as exc:
+        # Whatever stops the message (an outage, or a broken install such as a module kombu
+        # cannot import), nothing may stay behind half-done, so every failure is undone.
+        if isinstance(exc, QUEUE_ERRORS):
+            logger.error("task queue unreachable for %s (%s: %s)", task.name, type(exc).__name__, exc)
+        else:
+            logger.exception("sending %s failed unexpectedly", task.name)
         outcome = undo()
         raise TaskQueueUnavailable(
             f"The task queue cannot be reached, so {outcome}. Try again shortly; /health shows the "

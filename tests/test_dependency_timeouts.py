@@ -9,94 +9,24 @@ partitioned server. "Stopped" is the process gone.
 
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import redis
 from django.urls import reverse
 from rest_framework.test import APIClient
 
 from devices.models import Device, DeviceStatus, DownloadLink, IdempotentRequest
+from tests.redis_server import RedisServer, own_redis
 from tests.test_provisioning import operator_api, use_queue
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-__all__ = ["operator_api", "use_queue"]  # fixtures shared with the provisioning tests
+__all__ = ["operator_api", "own_redis", "use_queue"]  # fixtures shared with other modules
 
 #: The issue's bound: every request answers within this, whatever is frozen.
 ANSWER_BOUND_SECONDS = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-REDIS_NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
-
-
-@dataclass
-class RedisServer:
-    """A redis-server of this test's own, which the test can freeze, thaw, stop and start."""
-
-    port: int
-    process: subprocess.Popen[bytes] | None = None
-    frozen: bool = False
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", *REDIS_NO_PERSISTENCE],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if redis.Redis.from_url(self.url, socket_timeout=1).ping():
-                    return
-            except redis.RedisError:
-                time.sleep(0.05)
-        pytest.fail(f"redis-server on port {self.port} did not start")
-
-    def freeze(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-        self.frozen = True
-
-    def thaw(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-        self.frozen = False
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.frozen:
-            self.thaw()
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        self.process = None
-
-    def queued_tasks(self) -> list[Any]:
-        return list(redis.Redis.from_url(self.url).lrange("celery", 0, -1))
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer(port=free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -171,7 +101,7 @@ def test_register_with_redis_down_is_503_keeps_nothing_and_a_retry_succeeds_once
     assert retried.status_code == 202, retried.content
     device = Device.objects.get()
     assert (device.hardware_id, device.status) == (f"HW-{how}", DeviceStatus.PENDING)
-    assert len(own_redis.queued_tasks()) == 1
+    assert [task["headers"]["task"] for task in own_redis.queued_tasks()] == ["onboarding.provision_device"]
 
 
 def test_retry_of_a_failed_device_with_redis_frozen_is_503_and_the_device_stays_failed(
