@@ -88,10 +88,11 @@ def _connect_packet(client_id: str) -> bytes:
 CONNECTED, REVOKED, REFUSED, UNREACHABLE = "connected", "revoked", "refused", "unreachable"
 
 
-def connect_once(name: str, host: str, port: int, timeout: float = 3.0) -> bool:
-    """True when the broker answers CONNACK 0 to this identity."""
+def connect_once(name: str, host: str, port: int, timeout: float | None = None) -> bool:
+    """True when the broker answers CONNACK 0 to this identity (within BROKER_TIMEOUT_SECONDS)."""
     certificate_path, key_path = _paths(name)
-    return connect_outcome(certificate_path, key_path, name, host, port, timeout) == CONNECTED
+    wait = settings.BROKER_TIMEOUT_SECONDS if timeout is None else timeout
+    return connect_outcome(certificate_path, key_path, name, host, port, wait) == CONNECTED
 
 
 def connect_outcome(
@@ -99,7 +100,8 @@ def connect_outcome(
 ) -> str:
     """How the broker treats this identity: CONNECTED, REVOKED (the TLS alert "certificate
     revoked": proof the broker checks a CRL listing it), REFUSED (any other refusal) or
-    UNREACHABLE (no TLS session at all, which proves nothing)."""
+    UNREACHABLE (no TLS session at all, or no answer within `timeout`: a frozen broker accepts
+    the TCP connection and then says nothing, which proves nothing)."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(keystore().certificate_path))
     context.load_cert_chain(str(certificate_path), str(key_path), password=_probe_key_passphrase())
     # TLS 1.2 checks the client certificate inside the handshake, so a revoked one fails there
@@ -120,6 +122,8 @@ def connect_outcome(
             return REFUSED
     except ssl.SSLError as exc:
         return REVOKED if "REVOKED" in str(exc).upper() else REFUSED
+    except TimeoutError:
+        return UNREACHABLE
     except OSError:
         return REFUSED
 
@@ -165,7 +169,10 @@ def wait_until_refused(canary: SyncCanary, *, deadline_seconds: float = 5.0, int
         host, port = settings.BROKER_PROBE_HOST, settings.BROKER_PROBE_PORT
         while time.monotonic() < end:
             # Only the broker's own "certificate revoked" counts; an unreachable broker proves nothing.
-            if connect_outcome(certificate_path, key_path, "sync-canary", host, port, 2.0) == REVOKED:
+            outcome = connect_outcome(
+                certificate_path, key_path, "sync-canary", host, port, settings.BROKER_TIMEOUT_SECONDS
+            )
+            if outcome == REVOKED:
                 return True
             time.sleep(interval)
     return False
@@ -186,8 +193,14 @@ def probe_broker(host: str | None = None, port: int | None = None) -> ProbeResul
     port = port or settings.BROKER_PROBE_PORT
     canary_certificate, canary_key = _paths(CANARY)
     # The broker's alert can lose the race with the client's first bytes (a reset instead of
-    # "certificate revoked"), so the canary gets three tries to show the alert itself.
-    canary_refused = any(
-        connect_outcome(canary_certificate, canary_key, CANARY, host, port, 3.0) == REVOKED for _ in range(3)
-    )
+    # "certificate revoked"), so the canary gets three tries to show the alert itself; a broker
+    # that does not answer at all gets one (each try would wait out BROKER_TIMEOUT_SECONDS).
+    canary_refused = False
+    for _ in range(3):
+        outcome = connect_outcome(
+            canary_certificate, canary_key, CANARY, host, port, settings.BROKER_TIMEOUT_SECONDS
+        )
+        canary_refused = outcome == REVOKED
+        if outcome in (REVOKED, UNREACHABLE):
+            break
     return ProbeResult(monitor_connected=connect_once(MONITOR, host, port), canary_refused=canary_refused)
