@@ -114,6 +114,9 @@ class ControlSession:
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"onboarding-admin-{uuid.uuid4().hex[:8]}"
         )
+        # Bounds the TCP connection and the TLS handshake: a frozen broker accepts TCP and then
+        # never completes the handshake.
+        self._client.connect_timeout = settings.BROKER_TIMEOUT_SECONDS
         self._client.tls_set(
             ca_certs=ca_file, certfile=certificate, keyfile=key, keyfile_password=password.decode(),
             tls_version=ssl.PROTOCOL_TLS_CLIENT,
@@ -130,7 +133,8 @@ class ControlSession:
             self._responses.extend(json.loads(message.payload).get("responses", []))
             self._answered.notify_all()
 
-    def open(self, timeout: float = 5.0) -> None:
+    def open(self, timeout: float | None = None) -> None:
+        """Connect and subscribe to the answers; waits BROKER_TIMEOUT_SECONDS for the SUBACK."""
         try:
             self._client.connect(self._host, self._port, keepalive=30)
         except (OSError, ssl.SSLError) as exc:
@@ -139,7 +143,7 @@ class ControlSession:
             ) from None
         self._client.loop_start()
         self._client.subscribe(RESPONSE_TOPIC, qos=1)
-        if not self._subscribed.wait(timeout):
+        if not self._subscribed.wait(settings.BROKER_TIMEOUT_SECONDS if timeout is None else timeout):
             self.close()
             raise DynsecError("the broker did not answer the administrator's subscription")
 
@@ -148,7 +152,7 @@ class ControlSession:
         self._client.loop_stop()
 
     def run(
-        self, commands: list[dict[str, Any]], timeout: float = 30.0, *, check: bool = True
+        self, commands: list[dict[str, Any]], timeout: float | None = None, *, check: bool = True
     ) -> list[dict[str, Any]]:
         """Send commands in one message; return their responses in the commands' order (with
         `check`, raise on any error; without, errors are answers like the others)."""
@@ -159,7 +163,8 @@ class ControlSession:
         self._client.publish(CONTROL_TOPIC, json.dumps({"commands": tagged}), qos=1)
         with self._answered:
             done = self._answered.wait_for(
-                lambda: wanted <= {response.get("correlationData") for response in self._responses}, timeout
+                lambda: wanted <= {response.get("correlationData") for response in self._responses},
+                settings.BROKER_COMMAND_TIMEOUT_SECONDS if timeout is None else timeout,
             )
             if not done:
                 raise DynsecError("the broker did not answer the dynamic-security commands in time")

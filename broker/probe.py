@@ -89,17 +89,20 @@ def _connect_packet(client_id: str) -> bytes:
 CONNECTED, REVOKED, REFUSED, UNREACHABLE = "connected", "revoked", "refused", "unreachable"
 
 
-def connect_identity(name: str, host: str, port: int, timeout: float = 3.0) -> str:
-    """How the broker treats one of the portal's identities (see connect_outcome)."""
+def connect_identity(name: str, host: str, port: int, timeout: float | None = None) -> str:
+    """How the broker treats one of the portal's identities (see connect_outcome), waiting at most
+    BROKER_TIMEOUT_SECONDS unless told otherwise."""
     certificate_path, key_path = _paths(name)
-    return connect_outcome(certificate_path, key_path, name, host, port, timeout)
+    wait = settings.BROKER_TIMEOUT_SECONDS if timeout is None else timeout
+    return connect_outcome(certificate_path, key_path, name, host, port, wait)
 
 
-def unreachable_reason(address: BrokerAddress, timeout: float = 3.0) -> str | None:
+def unreachable_reason(address: BrokerAddress, timeout: float | None = None) -> str | None:
     """Why nothing accepts a connection at this address ("Connection refused", "timed out"), for
     messages; None when something does."""
+    wait = settings.BROKER_TIMEOUT_SECONDS if timeout is None else timeout
     try:
-        socket.create_connection((address.host, address.port), timeout=timeout).close()
+        socket.create_connection((address.host, address.port), timeout=wait).close()
     except OSError as exc:
         return exc.strerror or str(exc) or type(exc).__name__
     return None
@@ -110,7 +113,8 @@ def connect_outcome(
 ) -> str:
     """How the broker treats this identity: CONNECTED, REVOKED (the TLS alert "certificate
     revoked": proof the broker checks a CRL listing it), REFUSED (any other refusal) or
-    UNREACHABLE (no TLS session at all, which proves nothing)."""
+    UNREACHABLE (no TLS session at all, or no answer within `timeout`: a frozen broker accepts
+    the TCP connection and then says nothing, which proves nothing)."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(keystore().certificate_path))
     context.load_cert_chain(str(certificate_path), str(key_path), password=_probe_key_passphrase())
     # TLS 1.2 checks the client certificate inside the handshake, so a revoked one fails there
@@ -131,6 +135,8 @@ def connect_outcome(
             return REFUSED
     except ssl.SSLError as exc:
         return REVOKED if "REVOKED" in str(exc).upper() else REFUSED
+    except TimeoutError:
+        return UNREACHABLE
     except OSError:
         return REFUSED
 
@@ -187,8 +193,9 @@ def await_refusal(
         while time.monotonic() < end:
             # Only the broker's own "certificate revoked" counts; an unreachable broker proves nothing.
             outcome = connect_outcome(
-                certificate_path, key_path, "sync-canary", address.host, address.port, 2.0
-            )
+                certificate_path, key_path, "sync-canary", address.host, address.port,
+                settings.BROKER_TIMEOUT_SECONDS,
+            )  # fmt: skip
             unreachable = unreachable + 1 if outcome == UNREACHABLE else 0
             if outcome == REVOKED or unreachable >= UNREACHABLE_TRIES:
                 break
@@ -229,9 +236,15 @@ def probe_broker() -> ProbeResult:
     monitor_outcome = connect_identity(MONITOR, address.host, address.port)
     canary_certificate, canary_key = _paths(CANARY)
     # The broker's alert can lose the race with the client's first bytes (a reset instead of
-    # "certificate revoked"), so the canary gets three tries to show the alert itself.
-    canary_refused = any(
-        connect_outcome(canary_certificate, canary_key, CANARY, address.host, address.port, 3.0) == REVOKED
-        for _ in range(3)
-    )
+    # "certificate revoked"), so the canary gets three tries to show the alert itself; a broker
+    # that does not answer at all gets one (each try would wait out BROKER_TIMEOUT_SECONDS).
+    canary_refused = False
+    for _ in range(3):
+        outcome = connect_outcome(
+            canary_certificate, canary_key, CANARY, address.host, address.port,
+            settings.BROKER_TIMEOUT_SECONDS,
+        )  # fmt: skip
+        canary_refused = outcome == REVOKED
+        if outcome in (REVOKED, UNREACHABLE):
+            break
     return ProbeResult(monitor_outcome, canary_refused=canary_refused, address=address)

@@ -76,11 +76,21 @@ def send_expiry_alerts(now: dt.datetime | None = None) -> int:
         .values_list("email", flat=True)
     )
     if recipients:
-        send_mail(
-            subject=f"[IoT onboarding] {len(fresh) + int(ca_fresh)} certificate(s) expire within "
-            f"{settings.EXPIRY_WARNING_DAYS} days",
-            message="\n".join(lines) + "\n\nRe-issue devices with `onboard reissue ID` or in the portal.\n",
-            from_email=None,
-            recipient_list=recipients,
+        subject = (
+            f"[IoT onboarding] {len(fresh) + int(ca_fresh)} certificate(s) expire within "
+            f"{settings.EXPIRY_WARNING_DAYS} days"
         )
+        body = "\n".join(lines) + "\n\nRe-issue devices with `onboard reissue ID` or in the portal.\n"
+        try:
+            send_mail(subject=subject, message=body, from_email=None, recipient_list=recipients)
+        except OSError:  # smtplib's errors, a refused connection, a server silent past EMAIL_TIMEOUT
+            # Not sent, so not marked as sent: the next run warns again instead of never.
+            marked = [(item.serial, item.not_after) for item in fresh]
+            if ca_fresh and report.ca_expires is not None:
+                marked.append(("ca", report.ca_expires))
+            for subject_key, not_after in marked:
+                ExpiryAlert.objects.filter(
+                    subject_key=subject_key, threshold_days=settings.EXPIRY_WARNING_DAYS, not_after=not_after
+                ).delete()
+            raise
     return len(fresh) + int(ca_fresh)

@@ -123,6 +123,17 @@ class Claim:
         self.kept = True
         return response
 
+    def withdraw(self) -> None:
+        """The change this answer was kept for was undone after its commit (a task queue that
+        could not be reached): the answer goes too, so that a retry registers again instead of
+        replaying an answer about a device that no longer exists."""
+        record = self._record
+        if record is None or not self.kept:
+            return
+        IdempotentRequest.objects.filter(pk=record.pk).update(status_code=PENDING, encrypted_response=b"")
+        record.status_code = PENDING
+        self.kept = False
+
 
 #: The work of a request sent without an Idempotency-Key: nothing to keep.
 NO_CLAIM = Claim()

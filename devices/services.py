@@ -8,7 +8,6 @@ the transaction; everything that writes happens inside one.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 import uuid
 from collections.abc import Callable, Collection
@@ -16,12 +15,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
-from kombu.exceptions import OperationalError as KombuOperationalError
 
 from audit.models import AuditAction
 from audit.services import record
@@ -52,6 +49,7 @@ from devices.errors import (
     NewCSRRequired,
 )
 from devices.models import Device, DeviceStatus, DownloadLink
+from devices.queueing import QUEUE_ERRORS, TaskQueueUnavailable, enqueue, queue_redis
 from onboarding.errors import ServiceError
 from onboarding.locks import LockTimeout, exclusive_lock
 from onboarding.sealing import seal, unseal
@@ -260,11 +258,6 @@ def _record(
 SEAL_PURPOSE = "bundle-password"
 
 
-class TaskQueueUnavailable(ServiceError):
-    code = "task_queue_unavailable"
-    status = 503
-
-
 def _register_later(
     request: RegistrationRequest,
     *,
@@ -282,7 +275,9 @@ def _register_later(
             bundle = IssuedBundle(link=link, token=bundle_secrets.token, password=bundle_secrets.password)
             if on_recorded is not None:
                 on_recorded(Registration(device=get_device(device.id), issued=None, bundle=bundle))
-            transaction.on_commit(partial(_enqueue_provisioning, device, link, bundle_secrets, address))
+            transaction.on_commit(
+                partial(_enqueue_provisioning, device, link, bundle_secrets, address, undo=_undo_registration)
+            )
     except IntegrityError:
         if request.hardware_id:
             _refuse_taken_hardware_id(request.hardware_id)
@@ -291,24 +286,42 @@ def _register_later(
 
 
 def _enqueue_provisioning(
-    device: Device, link: DownloadLink, bundle_secrets: BundleSecrets, address: str | None
+    device: Device,
+    link: DownloadLink,
+    bundle_secrets: BundleSecrets,
+    address: str | None,
+    *,
+    undo: Callable[[Device, DownloadLink], str],
 ) -> None:
     """Hand the device to a worker (after commit, so the worker finds it). The message holds
     ids and the password sealed under SECRET_KEY, nothing readable. A queue that cannot be
-    reached undoes the registration: the caller is told, and nothing is left behind."""
+    reached (stopped, frozen, or any failure to send) is undone by `undo`, and the caller told
+    what was not done (503 task_queue_unavailable)."""
     from devices.tasks import provision_device_task  # the tasks module imports this one
 
     sealed = seal(SEAL_PURPOSE, str(link.pk), {"password": bundle_secrets.password, "address": address})
-    try:
-        provision_device_task.apply_async(args=[str(device.id), link.pk, sealed])
-    except (KombuOperationalError, OSError) as exc:
-        logger.error("task queue unreachable, registration of %s undone: %s", device.id, exc)
-        Device.objects.filter(pk=device.pk, status=DeviceStatus.PENDING).delete()
-        remove_device_files(device.id)
-        raise TaskQueueUnavailable(
-            "The task queue cannot be reached, so the device was not registered and nothing was "
-            "kept. Try again shortly; /health shows the state of the task queue."
-        ) from None
+    enqueue(provision_device_task, args=[str(device.id), link.pk, sealed], undo=partial(undo, device, link))
+
+
+def _undo_registration(device: Device, link: DownloadLink) -> str:
+    """The pending device goes, with its link: its hardware id is free for the retry."""
+    Device.objects.filter(pk=device.pk, status=DeviceStatus.PENDING).delete()
+    remove_device_files(device.id)
+    return "the device was not registered and nothing was kept"
+
+
+def _undo_retry(failed_because: str) -> Callable[[Device, DownloadLink], str]:
+    """The device goes back to failed, with its reason; the new link is withdrawn."""
+
+    def undo(device: Device, link: DownloadLink) -> str:
+        with transaction.atomic():
+            Device.objects.filter(pk=device.pk, status=DeviceStatus.PENDING).update(
+                status=DeviceStatus.FAILED, failure_reason=failed_because, updated_at=timezone.now()
+            )
+            DownloadLink.objects.filter(pk=link.pk).delete()
+        return "the device was not retried and stays failed"
+
+    return undo
 
 
 #: Failures worth another attempt: the database or the disk may be back in a moment.
@@ -381,11 +394,13 @@ def retry_provisioning(device: Device, *, actor: Actor = None, address: str | No
                 f"Device {locked.id} is {locked.status}; only failed devices can be retried.",
                 device_id=str(locked.id),
             )
+        failed_because = locked.failure_reason
         locked.status = DeviceStatus.PENDING
         locked.failure_reason = ""
         locked.save(update_fields=["status", "failure_reason", "updated_at"])
         link = open_link(locked, bundle_secrets.token, actor=_user_or_none(actor))
-        transaction.on_commit(partial(_enqueue_provisioning, locked, link, bundle_secrets, address))
+        enqueue_it = partial(_enqueue_provisioning, undo=_undo_retry(failed_because))
+        transaction.on_commit(partial(enqueue_it, locked, link, bundle_secrets, address))
     refreshed = get_device(device.id)
     bundle = IssuedBundle(link=link, token=bundle_secrets.token, password=bundle_secrets.password)
     return Registration(device=refreshed, issued=None, bundle=bundle)
@@ -508,12 +523,6 @@ def tell_broker(
 SYNC_PENDING_KEY = "onboarding:broker-sync-pending"
 
 
-@functools.cache
-def _queue(url: str) -> redis.Redis:
-    """One client (and connection pool) per Redis URL for the process, not one per change."""
-    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-
-
 def request_broker_sync(*, countdown: float | None = None) -> bool:
     """Ask a worker to sync the pending broker changes, once for a burst. False if the queue is down.
 
@@ -525,17 +534,31 @@ def request_broker_sync(*, countdown: float | None = None) -> bool:
     from devices.tasks import sync_broker_task  # the tasks module imports this one
 
     try:
-        if _queue(settings.CELERY_BROKER_URL).set(
-            SYNC_PENDING_KEY, "1", nx=True, ex=settings.BROKER_SYNC_MARKER_SECONDS
-        ):
-            sync_broker_task.apply_async(
-                kwargs={"prove": True, "changes": True},
-                countdown=settings.BROKER_SYNC_DEBOUNCE_SECONDS if countdown is None else countdown,
-            )
-    except (redis.RedisError, KombuOperationalError, OSError) as exc:
+        if not queue_redis().set(SYNC_PENDING_KEY, "1", nx=True, ex=settings.BROKER_SYNC_MARKER_SECONDS):
+            return True
+        enqueue(
+            sync_broker_task,
+            kwargs={"prove": True, "changes": True},
+            countdown=settings.BROKER_SYNC_DEBOUNCE_SECONDS if countdown is None else countdown,
+            undo=_forget_sync_marker,
+        )
+    except TaskQueueUnavailable as exc:
+        logger.error("could not queue a broker sync: %s", exc.message)
+        return False
+    except QUEUE_ERRORS as exc:
         logger.error("could not queue a broker sync: %s", exc)
         return False
     return True
+
+
+def _forget_sync_marker() -> str:
+    """A marker whose sync was never queued would make the rest of the burst add nothing for
+    BROKER_SYNC_MARKER_SECONDS: drop it, if Redis answers at all (else it expires by itself)."""
+    try:
+        queue_redis().delete(SYNC_PENDING_KEY)
+    except QUEUE_ERRORS as exc:
+        logger.warning("broker sync marker left to expire: %s", exc)
+    return "no broker sync was queued"
 
 
 def sync_broker_debounced(*, prove: bool, changes: bool = False) -> str:
@@ -548,7 +571,7 @@ def sync_broker_debounced(*, prove: bool, changes: bool = False) -> str:
     the changes pending and asks again `BROKER_SYNC_RETRY_SECONDS` later.
     """
     if settings.CELERY_BROKER_URL:
-        _queue(settings.CELERY_BROKER_URL).delete(SYNC_PENDING_KEY)
+        queue_redis().delete(SYNC_PENDING_KEY)
     try:
         return _sync_and_prove(prove=prove, devices=() if changes else None)
     except (BrokerSyncError, LockTimeout):

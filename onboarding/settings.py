@@ -188,9 +188,39 @@ DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=No
 # more than the request itself in the HTTP benchmark (bench_http).
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Every call to another service has a bounded wait (DESIGN "Growing past one host"): a
+# dependency that is down or frozen (accepts TCP, never answers) costs a request a few
+# seconds and a 503 naming it, not a worker hung for minutes.
+DATABASE_CONNECT_TIMEOUT_SECONDS: int = env.int("DATABASE_CONNECT_TIMEOUT_SECONDS", default=3)
+DATABASE_STATEMENT_TIMEOUT_SECONDS: float = env.float("DATABASE_STATEMENT_TIMEOUT_SECONDS", default=30.0)
+DATABASE_LOCK_TIMEOUT_SECONDS: float = env.float("DATABASE_LOCK_TIMEOUT_SECONDS", default=5.0)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    _server_limits = " ".join(
+        f"-c {name}={int(seconds * 1000)}"
+        for name, seconds in (
+            ("statement_timeout", DATABASE_STATEMENT_TIMEOUT_SECONDS),
+            ("lock_timeout", DATABASE_LOCK_TIMEOUT_SECONDS),
+        )
+        if seconds > 0  # 0 leaves the server's own setting (a pooler that refuses `options`)
+    )
+    DATABASES["default"].setdefault("OPTIONS", {})
+    # libpq's connect_timeout bounds opening a connection, startup exchange included; the
+    # server-side limits end a query or a row-lock wait that runs too long (503 database_unavailable).
+    DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", DATABASE_CONNECT_TIMEOUT_SECONDS)
+    if _server_limits:
+        DATABASES["default"]["OPTIONS"]["options"] = " ".join(
+            part for part in (DATABASES["default"]["OPTIONS"].get("options", ""), _server_limits) if part
+        )
 # One cache for every process (Redis in production: CACHE_URL=redis://…), so API throttles
 # count a client's requests across all gunicorn workers; per-process memory otherwise.
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# Every Redis client the portal makes waits this long at most to connect and for each answer.
+REDIS_CONNECT_TIMEOUT_SECONDS: float = env.float("REDIS_CONNECT_TIMEOUT_SECONDS", default=2.0)
+REDIS_TIMEOUT_SECONDS: float = env.float("REDIS_TIMEOUT_SECONDS", default=2.0)
+if "redis" in CACHES["default"]["BACKEND"].lower():
+    CACHES["default"].setdefault("OPTIONS", {}).update(
+        {"socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS, "socket_timeout": REDIS_TIMEOUT_SECONDS}
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -297,6 +327,8 @@ EMAIL_HOST_PASSWORD: str = env.str("EMAIL_HOST_PASSWORD", default="") or (
     else ""
 )
 EMAIL_USE_TLS: bool = env.bool("EMAIL_USE_TLS", default=False)
+# Django's own: seconds the SMTP connection waits to connect and for each answer (None: forever).
+EMAIL_TIMEOUT: float = env.float("EMAIL_TIMEOUT", default=10.0)
 PORTAL_URL: str = env.str("PORTAL_URL", default="http://127.0.0.1:8000").rstrip("/")
 # Written into every device certificate's CRL distribution point. RFC 5280 4.2.1.13: an HTTP
 # URI there MUST name a DER CRL, which /ca.crl serves; /crl.pem serves the same CRL as PEM.
@@ -333,6 +365,11 @@ BROKER_PUBLIC_PORT: int | None = env.int("BROKER_PUBLIC_PORT", default=None)
 # Where the portal itself reaches the broker (probe, revocation check; default: the public address).
 BROKER_PROBE_HOST: str | None = env.str("BROKER_PROBE_HOST", default=None)
 BROKER_PROBE_PORT: int | None = env.int("BROKER_PROBE_PORT", default=None)
+# How long the portal waits for the MQTT broker to accept a connection (TCP and TLS handshake)
+# and to acknowledge it (CONNACK, SUBACK) in the health probe and the dynamic-security session.
+BROKER_TIMEOUT_SECONDS: float = env.float("BROKER_TIMEOUT_SECONDS", default=2.0)
+# How long the dynamic-security session waits for the answers to one batch of commands.
+BROKER_COMMAND_TIMEOUT_SECONDS: float = env.float("BROKER_COMMAND_TIMEOUT_SECONDS", default=30.0)
 
 # --- Two-factor sign-in (django-otp) ---
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="IoT Onboarding Portal")
@@ -426,12 +463,22 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300),
     "unacked_restore_interval": env.int("CELERY_UNACKED_SWEEP_SECONDS", default=10),
     "unacked_restore_throttle": 1,
-    "socket_connect_timeout": 2,
-    "socket_timeout": 5,
+    "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS,
+    "socket_timeout": REDIS_TIMEOUT_SECONDS,
 }
-# A web request that cannot reach Redis fails within about a second (503), not after minutes.
-CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
-CELERY_BROKER_CONNECTION_TIMEOUT = 2
+# A web request that cannot reach Redis, or finds it frozen, fails within a few seconds (503
+# task_queue_unavailable), not after minutes: one retry for publishing a task...
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
+CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_CONNECT_TIMEOUT_SECONDS
+# ... and the same bounds for the result backend, which subscribes to each task's result when
+# it is sent. Celery's defaults there are no socket timeout at all (a frozen Redis hangs the
+# request for good) and 20 reconnection attempts a second apart (a stopped one: 19 s, then
+# RuntimeError).
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = REDIS_CONNECT_TIMEOUT_SECONDS
+CELERY_REDIS_SOCKET_TIMEOUT = REDIS_TIMEOUT_SECONDS
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+    "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+}
 # Broker changes from workers are pushed once per burst: the first change schedules a sync
 # this many seconds later, and changes until it starts ride along (devices.services).
 BROKER_SYNC_DEBOUNCE_SECONDS: float = env.float("BROKER_SYNC_DEBOUNCE_SECONDS", default=0.2)

@@ -29,6 +29,7 @@ from devices.api.serializers import (
 )
 from devices.delivery import IssuedBundle
 from devices.models import Device
+from devices.queueing import TaskQueueUnavailable
 from onboarding.addresses import client_address
 from onboarding.api import StrictOrderingFilter, error_responses, list_parameters
 from pki.keystore import get_ca
@@ -145,22 +146,26 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
             payload.is_valid(raise_exception=True)
             fields = payload.validated_data
             answers: list[Response] = []
-            services.register_device(
-                services.RegistrationRequest(
-                    name=fields["name"],
-                    hardware_id=fields.get("hardware_id"),
-                    csr_pem=fields.get("csr"),
-                    key_type=KeyType(fields.get("key_type", KeyType.RSA2048)),
-                    metadata=fields.get("metadata", {}),
-                ),
-                actor=request.user,
-                address=client_address(request),
-                # The answer is made (and kept for the Idempotency-Key) in the registration's
-                # own transaction: a retry after a crash finds both or neither.
-                on_recorded=lambda registration: answers.append(
-                    claim.keep(_accepted_or_created(registration))
-                ),
-            )
+            try:
+                services.register_device(
+                    services.RegistrationRequest(
+                        name=fields["name"],
+                        hardware_id=fields.get("hardware_id"),
+                        csr_pem=fields.get("csr"),
+                        key_type=KeyType(fields.get("key_type", KeyType.RSA2048)),
+                        metadata=fields.get("metadata", {}),
+                    ),
+                    actor=request.user,
+                    address=client_address(request),
+                    # The answer is made (and kept for the Idempotency-Key) in the registration's
+                    # own transaction: a retry after a crash finds both or neither.
+                    on_recorded=lambda registration: answers.append(
+                        claim.keep(_accepted_or_created(registration))
+                    ),
+                )
+            except TaskQueueUnavailable:
+                claim.withdraw()  # the registration was undone after its commit, so is its answer
+                raise
             return answers[0]
 
         return idempotency.run_once(request, register)
