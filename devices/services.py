@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import record
+from broker.address import broker_set_up
 from broker.probe import SyncCanary, issue_sync_canary, probe_broker, probe_configured
 from broker.services import (
     BrokerSyncError,
@@ -595,6 +596,8 @@ def catch_up_broker(*, here: bool = True) -> str:
     with a canary, here or (`here` false: a process without the CA key) by a worker. One
     process at a time: the others wait for the lock, then find nothing left to do.
     """
+    if not broker_set_up():
+        return "no broker set up"  # a fresh install: nothing to catch up with, and no files to write
     with exclusive_lock("broker-catch-up"):
         lag = broker_lag()
         unproven = (

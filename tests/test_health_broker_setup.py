@@ -40,6 +40,19 @@ def test_a_fresh_install_is_healthy_with_the_broker_not_configured(fresh_install
     assert body["checks"]["broker"] == NOT_CONFIGURED
 
 
+def test_the_start_up_catch_up_leaves_a_fresh_install_not_configured(fresh_install: Path) -> None:
+    """The web process's catch-up at start (onboarding/wsgi.py, also under runserver) finds no
+    broker to catch up with: it writes no broker files and records no sync, so /health still says
+    `not_configured` (it used to sync, and the sync made the broker count as set up)."""
+    from broker.models import BrokerSync
+    from devices.services import catch_up_broker
+
+    assert catch_up_broker() == "no broker set up"
+    assert not BrokerSync.objects.exists()
+    assert not (fresh_install / "mosquitto.acl").exists()
+    assert APIClient().get("/health").json()["checks"]["broker"] == NOT_CONFIGURED
+
+
 def test_a_generated_configuration_with_no_broker_running_is_a_failure(fresh_install: Path) -> None:
     port = free_port()
     call_command("mosquitto_config", "--out", str(fresh_install / "broker"), "--port", str(port),

@@ -420,7 +420,8 @@ def test_the_portal_shows_a_registration_pending_then_active_behind_a_real_worke
 
     detail = operator.get(f"/portal/devices/{device.id}/").content.decode()
     certificate = Certificate.objects.get(device=device)
-    assert "Being provisioned" not in detail and certificate.serial in detail
+    assert "Being provisioned" not in detail
+    assert certificate.serial in detail.replace("<wbr>", "")  # ids may break at <wbr>
     files = open_bundle(Client(), {"download_url": url, "bundle_password": password})
     assert files["device.crt"] == certificate.pem.encode()
 

@@ -136,7 +136,7 @@ def test_a_read_only_bundle_directory_does_not_block_revocation(operator_api: AP
         # The link is withdrawn in the database: the file still there hands out nothing.
         assert bundle.exists()
         download = APIClient().get(link_path(answer))
-        assert download.status_code == 410 and download.json()["error"]["code"] == "link_withdrawn"
+        assert download.status_code == 410 and download.json()["error"]["code"] == "device_revoked"
         # /health names what is left behind.
         health = APIClient().get("/health")
         assert health.status_code == 503
