@@ -7,7 +7,6 @@ stored only as its SHA-256 digest.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -64,8 +63,11 @@ def device_directory(device_id: object) -> Path:
     return Path(settings.CA_ROOT_PATH) / "devices" / str(device_id)
 
 
+BUNDLE_NAME = "creds.zip"
+
+
 def bundle_path(device_id: object) -> Path:
-    return device_directory(device_id) / "creds.zip"
+    return device_directory(device_id) / BUNDLE_NAME
 
 
 def token_digest(token: str) -> str:
@@ -262,11 +264,23 @@ def _record(
 
 
 def _discard_bundle(link: DownloadLink) -> None:
-    """Delete creds.zip if it is still this link's bundle (a newer one may have replaced it)."""
+    """Delete creds.zip if it is still this link's bundle (a newer one may have replaced it).
+
+    Cleanup never fails the caller: after a download the holder has the ZIP, and the link is
+    used, whatever the disk says. A file the disk refuses to delete is logged and left to
+    `cleanup_bundles` (`discard_expired_bundles`)."""
     path = bundle_path(link.device_id)
-    with contextlib.suppress(FileNotFoundError):
+    try:
         if hashlib.sha256(path.read_bytes()).hexdigest() == link.bundle_sha256:
             path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        logger.error(
+            "the bundle of device %s could not be deleted (%s); cleanup_bundles will try again",
+            link.device_id,
+            exc.strerror,
+        )
 
 
 def _find_link(token: str) -> DownloadLink | None:
@@ -370,9 +384,36 @@ def discard_expired_bundles(now: dt.datetime | None = None) -> int:
     for link in DownloadLink.objects.filter(used_at__isnull=True, expires_at__lte=now):
         path = bundle_path(link.device_id)
         if path.exists():
-            with contextlib.suppress(OSError):  # the disk refuses: the next run tries again
-                _discard_bundle(link)
+            _discard_bundle(link)  # the disk refuses: logged, and the next run tries again
             removed += 0 if path.exists() else 1
     for device_id in revoked_bundles_left():
         removed += 1 if delete_bundle(device_id) else 0
+    removed += _discard_served_bundles_left()
+    return removed
+
+
+#: A bundle file younger than this may belong to a registration whose transaction has not
+#: committed yet (its link is not visible here): never touched by the cleanup.
+SETTLED_AFTER = dt.timedelta(minutes=10)
+
+
+def _discard_served_bundles_left() -> int:
+    """Delete bundle files that a download already served but the disk refused to delete then.
+
+    Bundles live on disk only until their one download, so this walks the few device
+    directories that hold one, whatever the fleet's size."""
+    removed = 0
+    settled = (timezone.now() - SETTLED_AFTER).timestamp()
+    for path in device_directory("").glob(f"*/{BUNDLE_NAME}"):
+        try:
+            if path.stat().st_mtime > settled:
+                continue
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            continue
+        served = DownloadLink.objects.filter(
+            device_id=path.parent.name, bundle_sha256=digest, used_at__isnull=False
+        ).exists()
+        if served and delete_bundle(path.parent.name):
+            removed += 1
     return removed

@@ -8,6 +8,7 @@ real Mosquitto configured by `mosquitto_config` that real paho clients connect t
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import os
 import signal
@@ -22,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+import time_machine
 from cryptography import x509
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -438,3 +440,22 @@ def test_after_a_crash_mid_revocation_the_broker_catches_up_at_restart(
     # A real client with each device's own credentials: every revoked device refused, no other.
     for device_id, device_credentials in credentials.items():
         assert connects(broker, device_credentials) == (device_id not in revoked), device_id
+
+
+def test_a_download_the_disk_cannot_clean_up_after_still_hands_over_the_zip(operator_api: APIClient) -> None:
+    """After the one download the holder has the ZIP and the link is used, whatever the disk
+    says: a bundle the disk refuses to delete then is logged, and cleanup_bundles deletes it once
+    the disk takes writes again (it answered 500 with the link already used up)."""
+    answer = register(operator_api, "download-read-only")
+    bundle = delivery.bundle_path(answer["id"])
+    with read_only(bundle.parent):
+        response = APIClient().get(link_path(answer))
+        assert response.status_code == 200, response.content
+        assert response["Content-Type"] == "application/zip"
+        assert bundle.exists()
+    assert APIClient().get(link_path(answer)).json()["error"]["code"] == "link_used"
+    # Younger than SETTLED_AFTER, a file may belong to a registration still committing: kept.
+    assert delivery.discard_expired_bundles() == 0 and bundle.exists()
+    with time_machine.travel(timezone.now() + delivery.SETTLED_AFTER + dt.timedelta(seconds=1)):
+        assert delivery.discard_expired_bundles() == 1
+    assert not bundle.exists()
