@@ -71,7 +71,7 @@ class DownloadView(APIView):
         description="The AES-256 encrypted ZIP with device.crt, ca.crt, device.json, README.txt and, "
         "for server-generated keys, device.key. Works once, until it expires.",
         responses={
-            200: OpenApiResponse(OpenApiTypes.BINARY, description="application/zip"),
+            (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="the ZIP"),
             **error_responses(404, 410, 429, 503),
         },
     )

@@ -7,11 +7,6 @@ database (PostgreSQL advisory lock; on SQLite, the lock file beside the database
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,19 +23,13 @@ from devices import services
 from devices.models import Device
 from pki.keystore import CertificateAuthority
 from pki.models import Certificate, CertificateRevocationList
-from tests.workers import REDIS_URL, ROOT, celery_worker, worker_environment
+from tests.workers import REDIS_URL, celery_worker, gunicorn_portal, worker_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 REGISTRATIONS = 500
 REVOCATIONS = 200
 CLIENTS = 16
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -58,36 +47,15 @@ def portal(broker_files: None, ca: CertificateAuthority, tmp_path: Path) -> Iter
     """The portal under gunicorn (2 worker processes) and two Celery worker processes."""
     queue = redis.Redis.from_url(REDIS_URL)
     queue.flushdb()
-    port = free_port()
     environment = worker_environment(
         DATA_DIR=str(tmp_path / "data"), SECURE_SSL_REDIRECT="false", ALLOWED_HOSTS="127.0.0.1"
     )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}",
-         "--timeout", "120", "onboarding.wsgi"],
-        cwd=ROOT,
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ca.crt", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                errors = server.stderr.read().decode() if server.stderr else ""
-                pytest.fail(f"gunicorn did not start: {errors}")
-            time.sleep(0.2)
-        with celery_worker(environment, name="one"), celery_worker(environment, name="two"):
-            yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    with (
+        gunicorn_portal(environment) as url,
+        celery_worker(environment, name="one"),
+        celery_worker(environment, name="two"),
+    ):
+        yield url
 
 
 def wait_until(condition: Any, timeout: float, what: str) -> None:
