@@ -72,7 +72,7 @@ class DownloadView(APIView):
         "for server-generated keys, device.key. Works once, until it expires.",
         responses={
             (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="the ZIP"),
-            **error_responses(404, 410, 429, 503),
+            **error_responses(404, 410, 414, 429, 503),
         },
     )
     def get(self, request: Request, token: str) -> HttpResponse:

@@ -149,9 +149,13 @@ def test_every_operation_documents_its_errors_with_the_error_body(document: dict
             expected |= {"400", "413", "415"}
         if "{" in path:
             expected |= {"404"}
+        if operation.get("parameters"):
+            # The HTTP server in front refuses a request line over its limit (gunicorn: 4094 bytes).
+            expected |= {"414"}
+            assert "content" not in responses["414"], (method, path)
         assert expected <= set(responses), (method, path, sorted(responses))
         for status, response in responses.items():
-            if int(status) >= 400 and "Health" not in str(response):
+            if int(status) >= 400 and status != "414" and "Health" not in str(response):
                 content = response["content"]["application/json"]["schema"]
                 assert content == {"$ref": "#/components/schemas/Error"}, (method, path, status)
     for path in ("/register", "/api/v1/devices/"):
@@ -315,7 +319,7 @@ def live_portal(broker_files: None, ca: CertificateAuthority, tmp_path: Path) ->
     environment = worker_environment(
         broker_url="", DATA_DIR=str(tmp_path / "data"), ALLOWED_HOSTS="127.0.0.1", SECURE_SSL_REDIRECT="false"
     )
-    with gunicorn_portal(environment) as url:
+    with gunicorn_portal(environment, tmp_path / "gunicorn.log") as url:
         # A healthy portal, so any 5xx schemathesis meets is a finding.
         assert httpx.get(f"{url}/health", timeout=10).status_code == 200
         yield url
@@ -346,12 +350,14 @@ def test_schemathesis_cli_finds_nothing_against_a_live_server(
         "--exclude-path-regex", "^/download/",
         "--workers", "1",
         "--request-timeout", "30",
-        "--generation-database", "none",
         "--no-color",
     ]  # fmt: skip
     if os.environ.get("CI") == "true":
         # The same examples on every CI run: a landing depends on the code, not on the draw.
         command += ["--generation-deterministic", "--seed", "20261129"]
+    else:
+        # Exploratory elsewhere, and nothing written into the working directory.
+        command += ["--generation-database", "none"]
     result = subprocess.run(
         command,
         cwd=tmp_path,

@@ -51,7 +51,7 @@ def portal(broker_files: None, ca: CertificateAuthority, tmp_path: Path) -> Iter
         DATA_DIR=str(tmp_path / "data"), SECURE_SSL_REDIRECT="false", ALLOWED_HOSTS="127.0.0.1"
     )
     with (
-        gunicorn_portal(environment) as url,
+        gunicorn_portal(environment, tmp_path / "gunicorn.log") as url,
         celery_worker(environment, name="one"),
         celery_worker(environment, name="two"),
     ):

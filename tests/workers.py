@@ -64,19 +64,21 @@ def celery_worker(
 
 
 @contextmanager
-def gunicorn_portal(environment: Mapping[str, str], workers: int = 2) -> Iterator[str]:
+def gunicorn_portal(environment: Mapping[str, str], log: Path, workers: int = 2) -> Iterator[str]:
     """The portal under gunicorn on a free port, for the duration of the block: yields its URL
-    once it answers; stopped with SIGTERM after it."""
+    once it answers; stopped with SIGTERM after it. Its output goes to `log`: a pipe nobody reads
+    fills up with request warnings and then blocks every worker in the middle of a request."""
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
-         "--timeout", "120", "onboarding.wsgi"],
-        cwd=ROOT,
-        env=dict(environment),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )  # fmt: skip
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
+             "--timeout", "120", "onboarding.wsgi"],
+            cwd=ROOT,
+            env=dict(environment),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -86,10 +88,13 @@ def gunicorn_portal(environment: Mapping[str, str], workers: int = 2) -> Iterato
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline or server.poll() is not None:
-                errors = server.stderr.read().decode() if server.stderr else ""
-                pytest.fail(f"gunicorn did not start: {errors}")
+                pytest.fail(f"gunicorn did not start: {log.read_text(errors='replace')[-4000:]}")
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()

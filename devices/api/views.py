@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -16,7 +17,7 @@ from rest_framework.reverse import reverse
 from accounts import roles
 from accounts.permissions import ActionPermission
 from devices import idempotency, services
-from devices.api.filters import MAX_EXPIRY_DAYS, DeviceFilter
+from devices.api.filters import MAX_EXPIRY_DAYS, MAX_SEARCH_LENGTH, DeviceFilter
 from devices.api.serializers import (
     BundleSerializer,
     DeviceSerializer,
@@ -44,13 +45,21 @@ def _accepted_or_created(registration: services.Registration) -> Response:
     return response
 
 
-# What any call can answer: no or bad credentials (401), a role without the right (403), the
-# throttle (429), a dependency down (503); and what a JSON body can add: invalid fields or
-# malformed JSON (400), over API_MAX_BODY_BYTES (413), not JSON (415).
-EVERY_CALL = (401, 403, 429, 503)
+# What any call can answer: no or bad credentials (401), a role without the right (403), a path
+# and query too long for the HTTP server (414), the throttle (429), a dependency down (503); and
+# what a JSON body can add: invalid fields or malformed JSON (400), over API_MAX_BODY_BYTES (413),
+# not JSON (415).
+EVERY_CALL = (401, 403, 414, 429, 503)
 JSON_BODY = (400, 413, 415)
 
 ORDERING_FIELDS = ["created_at", "updated_at", "name", "status"]
+
+DEVICE_ID = OpenApiParameter(
+    "id",
+    OpenApiTypes.UUID,
+    OpenApiParameter.PATH,
+    description="the device's id; anything that is not a UUID names no device (404)",
+)
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     idempotency.HEADER,
@@ -100,7 +109,9 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
                 "expiring_within_days", {"type": "integer", "minimum": 0, "maximum": MAX_EXPIRY_DAYS}
             ),
             # Django refuses NUL characters in form input; the schema says so.
-            OpenApiParameter("search", {"type": "string", "pattern": "^[^\\u0000]*$"}),
+            OpenApiParameter(
+                "search", {"type": "string", "pattern": "^[^\\u0000]*$", "maxLength": MAX_SEARCH_LENGTH}
+            ),
         ],
         responses={200: DeviceSerializer(many=True), **error_responses(400, 404, *EVERY_CALL)},
     )
@@ -109,6 +120,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
 
     @extend_schema(
         summary="Device status and certificate",
+        parameters=[DEVICE_ID],
         responses={200: DeviceSerializer, **error_responses(404, *EVERY_CALL)},
     )
     def retrieve(self, request: Request, pk: str) -> Response:
@@ -146,6 +158,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
 
     @extend_schema(
         summary="Revoke a device",
+        parameters=[DEVICE_ID],
         request=RevokeRequestSerializer,
         responses={200: DeviceSerializer, **error_responses(*JSON_BODY, 404, 409, *EVERY_CALL)},
     )
@@ -160,6 +173,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
 
     @extend_schema(
         summary="Re-issue a device's certificate (rotation)",
+        parameters=[DEVICE_ID],
         request=ReissueRequestSerializer,
         responses={201: RegistrationSerializer, **error_responses(*JSON_BODY, 404, 409, *EVERY_CALL)},
     )
@@ -180,6 +194,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
 
     @extend_schema(
         summary="A fresh credential bundle and link",
+        parameters=[DEVICE_ID],
         description="For a server-generated key this rotates the key (the server keeps no copy); "
         "for a device that made its own key, the current certificate is packaged again. "
         "Earlier unused links of the device stop working.",
@@ -195,6 +210,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
 
     @extend_schema(
         summary="Provision a failed device again",
+        parameters=[DEVICE_ID],
         description="For a device whose provisioning failed (see its failure_reason): a new bundle "
         "password and link, and a new attempt. The earlier link stays void.",
         request=None,
@@ -209,6 +225,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
 
     @extend_schema(
         summary="Delete a device (a valid certificate is revoked, not lost)",
+        parameters=[DEVICE_ID],
         responses={204: None, **error_responses(404, *EVERY_CALL)},
     )
     def destroy(self, request: Request, pk: str) -> Response:
