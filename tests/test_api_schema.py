@@ -285,6 +285,26 @@ def test_a_client_checking_the_schema_patterns_agrees_with_the_server(
         assert client_says == server_says, (text, client_says, server_says)
 
 
+def test_search_and_device_ids_are_bounded_as_documented(
+    document: dict[str, Any], operator_api: APIClient
+) -> None:
+    from devices.api.filters import MAX_SEARCH_LENGTH
+
+    parameters = {
+        parameter["name"]: parameter
+        for parameter in document["paths"]["/api/v1/devices/"]["get"]["parameters"]
+    }
+    assert parameters["search"]["schema"]["maxLength"] == MAX_SEARCH_LENGTH == 128
+    assert operator_api.get("/api/v1/devices/", {"search": "x" * MAX_SEARCH_LENGTH}).status_code == 200
+    refused = operator_api.get("/api/v1/devices/", {"search": "x" * (MAX_SEARCH_LENGTH + 1)})
+    assert refused.status_code == 400 and "search" in refused.json()["error"]["fields"]
+    for path, _, operation in _operations(document):
+        for parameter in operation.get("parameters", []):
+            if parameter["in"] == "path" and parameter["name"] == "id":
+                assert parameter["schema"] == {"type": "string", "format": "uuid"}, path
+    assert operator_api.get("/device/not-a-uuid").json()["error"]["code"] == "device_not_found"
+
+
 def test_answers_are_what_their_serializers_document(
     document: dict[str, Any], operator_api: APIClient
 ) -> None:
