@@ -320,6 +320,17 @@ def test_answers_are_what_their_serializers_document(
     assert set(bundle.json()) == set(schemas["Bundle"]["properties"])
     reissued = operator_api.post(f"/api/v1/devices/{answer['id']}/reissue", {}, format="json")
     assert set(reissued.json()) == set(schemas["Registration"]["properties"])
+    # The headers the answers carry are documented too.
+    register = document["paths"]["/register"]["post"]["responses"]
+    assert register["202"]["headers"]["Location"]["required"] is True
+    assert document["paths"]["/api/v1/devices/{id}/retry"]["post"]["responses"]["202"]["headers"]["Location"]
+    body, key = {"name": "replayed", "key_type": "ec-p256"}, "replay-key-0123456789"
+    first = operator_api.post("/register", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+    replayed = operator_api.post("/register", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+    assert replayed.json() == first.json()
+    assert (
+        replayed["Idempotent-Replayed"] in register["201"]["headers"]["Idempotent-Replayed"]["schema"]["enum"]
+    )
 
 
 def test_swagger_ui_is_served_without_a_cdn(ca: CertificateAuthority) -> None:

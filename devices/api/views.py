@@ -61,6 +61,23 @@ DEVICE_ID = OpenApiParameter(
     description="the device's id; anything that is not a UUID names no device (404)",
 )
 
+# Response headers. Location: where to follow a device a worker is still provisioning (202).
+FOLLOW_AT = OpenApiParameter(
+    "Location",
+    {"type": "string"},
+    OpenApiParameter.HEADER,
+    response=[202],
+    required=True,
+    description="the device's address (/api/v1/devices/{id}), to follow it from pending to active or failed",
+)
+REPLAYED = OpenApiParameter(
+    "Idempotent-Replayed",
+    {"type": "string", "enum": ["true"]},
+    OpenApiParameter.HEADER,
+    response=[201, 202],
+    description="present on the stored answer to a retried request with the same Idempotency-Key",
+)
+
 IDEMPOTENCY_HEADER = OpenApiParameter(
     idempotency.HEADER,
     {
@@ -129,7 +146,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
     @extend_schema(
         summary="Register a device",
         request=RegisterRequestSerializer,
-        parameters=[IDEMPOTENCY_HEADER],
+        parameters=[IDEMPOTENCY_HEADER, FOLLOW_AT, REPLAYED],
         responses={
             201: RegistrationSerializer,
             202: RegistrationSerializer,
@@ -210,7 +227,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
 
     @extend_schema(
         summary="Provision a failed device again",
-        parameters=[DEVICE_ID],
+        parameters=[DEVICE_ID, FOLLOW_AT],
         description="For a device whose provisioning failed (see its failure_reason): a new bundle "
         "password and link, and a new attempt. The earlier link stays void.",
         request=None,
