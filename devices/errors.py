@@ -31,5 +31,7 @@ class InvalidDeviceState(DeviceError):
 
 
 class NewCSRRequired(DeviceError):
+    """A well-formed request that this device's state refuses (it holds its own key): a conflict."""
+
     code = "csr_required"
-    status = 400
+    status = 409

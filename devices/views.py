@@ -87,8 +87,8 @@ class DownloadView(APIView):
         "names text/html (a browser, or a chat app previewing the link) gets an HTML page with a "
         "download button instead, and the link stays unused.",
         responses={
-            200: OpenApiResponse(OpenApiTypes.BINARY, description="application/zip"),
-            **error_responses(404, 410, 429, 503),
+            (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="the ZIP"),
+            **error_responses(404, 410, 414, 429, 503),
         },
     )
     def get(self, request: Request, token: str) -> HttpResponse:
@@ -101,8 +101,8 @@ class DownloadView(APIView):
         description="What the download page's button sends; the same answers as GET for programs.",
         request=None,
         responses={
-            200: OpenApiResponse(OpenApiTypes.BINARY, description="application/zip"),
-            **error_responses(404, 410, 429, 503),
+            (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="the ZIP"),
+            **error_responses(404, 410, 414, 429, 503),
         },
     )
     def post(self, request: Request, token: str) -> HttpResponse:

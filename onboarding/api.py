@@ -328,6 +328,8 @@ _ERROR_DESCRIPTIONS = {
     409: "conflict with the current state",
     410: "the link was used, expired or replaced by a newer bundle",
     413: "request body too large",
+    414: "the path and query are longer than the HTTP server takes (gunicorn: 4094 bytes); the HTTP "
+    "server answers this itself, not as JSON",
     415: "the body is not JSON",
     422: "the Idempotency-Key was already used for a different request",
     429: "throttled",
@@ -335,9 +337,18 @@ _ERROR_DESCRIPTIONS = {
 }
 
 
+# Answered by the HTTP server in front of Django, with its own body.
+_NOT_FROM_THE_PORTAL = {414}
+
+
 def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
     """OpenAPI entries for the error answers an endpoint can give."""
-    return {code: OpenApiResponse(ERROR_SERIALIZER, description=_ERROR_DESCRIPTIONS[code]) for code in codes}
+    return {
+        code: OpenApiResponse(
+            None if code in _NOT_FROM_THE_PORTAL else ERROR_SERIALIZER, _ERROR_DESCRIPTIONS[code]
+        )
+        for code in codes
+    }
 
 
 class Pagination(PageNumberPagination):

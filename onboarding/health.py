@@ -21,6 +21,7 @@ from rest_framework.response import Response
 from broker.address import broker_set_up
 from broker.probe import UNREACHABLE, probe_broker, probe_configured
 from broker.services import broker_drift
+from onboarding.api import error_responses
 from onboarding.errors import ServiceError
 from pki.crl import read_published_crl
 from pki.errors import PKIError
@@ -189,7 +190,9 @@ HEALTH_SERIALIZER = inline_serializer(
 
 
 @extend_schema(
-    summary="Health of every component", responses={200: HEALTH_SERIALIZER, 503: HEALTH_SERIALIZER}
+    summary="Health of every component",
+    # 429: the anonymous throttle counts /health too.
+    responses={200: HEALTH_SERIALIZER, 503: HEALTH_SERIALIZER, **error_responses(429)},
 )
 @api_view(["GET"])
 @authentication_classes([])

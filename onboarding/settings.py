@@ -435,6 +435,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The paths as documented (the server also answers them with a trailing slash).
+    "PREPROCESSING_HOOKS": ["devices.api.schema.documented_paths"],
     "ENUM_NAME_OVERRIDES": {
         "DeviceStatus": "devices.models.DeviceStatus",
         "CertificateStatus": "pki.models.CertificateStatus",

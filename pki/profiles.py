@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import cast
@@ -49,6 +50,17 @@ CSR_SIGNATURE_ALGORITHMS = frozenset(
         SignatureAlgorithmOID.ECDSA_WITH_SHA512,
     }
 )
+
+# One PEM-encoded PKCS#10 request (RFC 7468 section 7: base64 lines between the BEGIN and END
+# lines), with white space around it and CRLF or LF line ends, and nothing else: no explanatory
+# text, no headers. Written so that Python's `re` and ECMA-262 (the OpenAPI schema's pattern
+# dialect) read it alike; the API documents it, and `parse_csr` refuses what does not match.
+PEM_CSR_PATTERN = (
+    r"^[\t\n\r ]*-----BEGIN CERTIFICATE REQUEST-----[\t ]*\r?\n"
+    r"(?:[A-Za-z0-9+/=]+[\t ]*\r?\n)+"
+    r"-----END CERTIFICATE REQUEST-----[\t\n\r ]*$"
+)
+_PEM_CSR = re.compile(PEM_CSR_PATTERN)
 # Certificates start slightly in the past so a device whose clock lags a little accepts them.
 BACKDATE = dt.timedelta(minutes=5)
 
@@ -350,6 +362,11 @@ def parse_csr(pem: str | bytes) -> ParsedCSR:
         raise InvalidCSR(f"The CSR is {len(data)} bytes; a device CSR is at most {MAX_CSR_BYTES} bytes.")
     if b"-----BEGIN CERTIFICATE REQUEST-----" not in data:
         raise InvalidCSR("The CSR is not a PEM certificate request (-----BEGIN CERTIFICATE REQUEST-----).")
+    if not data.isascii() or not _PEM_CSR.fullmatch(data.decode("ascii")):
+        raise InvalidCSR(
+            "The CSR must be one PEM block (-----BEGIN CERTIFICATE REQUEST-----, base64 lines, "
+            "-----END CERTIFICATE REQUEST-----) with nothing else around it but white space."
+        )
     try:
         csr = x509.load_pem_x509_csr(data)
     except ValueError:

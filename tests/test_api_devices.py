@@ -294,7 +294,7 @@ class TestReissue:
         csr = make_csr(ec.generate_private_key(ec.SECP256R1())).decode()
         device_id = operator_api.post("/register", {"name": "own", "csr": csr}, format="json").json()["id"]
         response = operator_api.post(f"/api/v1/devices/{device_id}/reissue", {}, format="json")
-        assert response.status_code == 400
+        assert response.status_code == 409
         assert response.json()["error"]["code"] == "csr_required"
         new_csr = make_csr(ec.generate_private_key(ec.SECP256R1())).decode()
         assert (

@@ -23,7 +23,7 @@ from django.conf import settings
 from devices.models import Device, IdempotentRequest
 from pki.keystore import CertificateAuthority
 from tests.helpers import subprocess_database_url, superuser_token
-from tests.test_multiprocess import free_port
+from tests.mosquitto import free_port
 from tests.workers import gunicorn_server
 
 pytestmark = pytest.mark.django_db(transaction=True)

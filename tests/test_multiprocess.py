@@ -7,7 +7,6 @@ database (PostgreSQL advisory lock; on SQLite, the lock file beside the database
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,19 +24,13 @@ from devices.models import Device
 from pki.keystore import CertificateAuthority
 from pki.models import Certificate, CertificateRevocationList
 from tests.helpers import superuser_token
-from tests.workers import REDIS_URL, celery_worker, gunicorn_server, worker_environment
+from tests.workers import REDIS_URL, celery_worker, gunicorn_portal, worker_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 REGISTRATIONS = 500
 REVOCATIONS = 200
 CLIENTS = 16
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -50,16 +43,15 @@ def portal(broker_files: None, ca: CertificateAuthority, tmp_path: Path) -> Iter
     """The portal under gunicorn (2 worker processes) and two Celery worker processes."""
     queue = redis.Redis.from_url(REDIS_URL)
     queue.flushdb()
-    port = free_port()
     environment = worker_environment(
         DATA_DIR=str(tmp_path / "data"), SECURE_SSL_REDIRECT="false", ALLOWED_HOSTS="127.0.0.1"
     )
     with (
-        gunicorn_server(environment, port),
+        gunicorn_portal(environment, tmp_path / "gunicorn.log") as url,
         celery_worker(environment, name="one"),
         celery_worker(environment, name="two"),
     ):
-        yield f"http://127.0.0.1:{port}"
+        yield url
 
 
 def wait_until(condition: Any, timeout: float, what: str) -> None:

@@ -29,6 +29,7 @@ SUITE_PACKAGES = [
     "redis-server",
     "chromium",
     "docker-compose",
+    "nodejs",
 ]
 RUNNING_REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 

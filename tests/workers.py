@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -16,6 +18,7 @@ import pytest
 from django.conf import settings
 
 from tests.helpers import subprocess_database_url
+from tests.mosquitto import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -64,33 +67,55 @@ def celery_worker(
 
 @contextmanager
 def gunicorn_server(
-    environment: Mapping[str, str], port: int, *, workers: int = 2, threads: int = 1
+    environment: Mapping[str, str],
+    port: int,
+    *,
+    workers: int = 2,
+    threads: int = 1,
+    log: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """The portal under gunicorn on 127.0.0.1:`port`, answering, for the duration of the block;
-    stopped with SIGTERM after it (unless the test killed it already)."""
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads),
-         "--bind", f"127.0.0.1:{port}", "--timeout", "120", "onboarding.wsgi"],
-        cwd=ROOT,
-        env=dict(environment),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
+    stopped with SIGTERM after it (unless the test killed it already). Its output goes to `log`
+    (a temporary file by default): a pipe nobody reads fills up with request warnings and then
+    blocks every worker in the middle of a request."""
+    with contextlib.ExitStack() as stack:
+        if log is None:
+            log = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gunicorn-"))) / "gunicorn.log"
+        output = stack.enter_context(log.open("wb"))
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads),
+             "--bind", f"127.0.0.1:{port}", "--timeout", "120", "onboarding.wsgi"],
+            cwd=ROOT,
+            env=dict(environment),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/ca.crt", timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail(f"gunicorn did not start: {log.read_text(errors='replace')[-4000:]}")
+                time.sleep(0.05)
+            yield server
+        finally:
+            if server.poll() is None:
+                os.killpg(server.pid, signal.SIGTERM)
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/ca.crt", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                errors = server.stderr.read().decode() if server.stderr else ""
-                pytest.fail(f"gunicorn did not start: {errors}")
-            time.sleep(0.05)
-        yield server
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+
+
+@contextmanager
+def gunicorn_portal(environment: Mapping[str, str], log: Path, workers: int = 2) -> Iterator[str]:
+    """`gunicorn_server` on a free port, logging to `log`: yields its URL."""
+    port = free_port()
+    with gunicorn_server(environment, port, workers=workers, log=log):
+        yield f"http://127.0.0.1:{port}"

@@ -8,6 +8,8 @@ from devices.models import Device, DeviceStatus
 
 # A hundred years: beyond any certificate, and far inside what date arithmetic can hold.
 MAX_EXPIRY_DAYS = 36500
+# Names and hardware ids are at most 128 characters: a longer search cannot match anything.
+MAX_SEARCH_LENGTH = 128
 
 
 class WholeNumberFilter(filters.NumberFilter):  # type: ignore[misc]  # django-filter is untyped
@@ -35,7 +37,9 @@ class DeviceFilter(filters.FilterSet):  # type: ignore[misc]
         max_value=MAX_EXPIRY_DAYS,
         label="certificate expires within N days",
     )
-    search = filters.CharFilter(method="filter_search", label="name or hardware id contains")
+    search = filters.CharFilter(
+        method="filter_search", label="name or hardware id contains", max_length=MAX_SEARCH_LENGTH
+    )
 
     class Meta:
         model = Device

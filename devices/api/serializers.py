@@ -4,14 +4,18 @@ import functools
 import json
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from broker.rules import default_rules
+from devices.api.schema import EXAMPLE_CSR
 from devices.models import Device, DeviceStatus
+from devices.services import Registration
 from onboard_cli import text_rules
+from pki.keystore import get_ca
 from pki.models import Certificate
-from pki.profiles import MAX_CSR_BYTES, KeyType, RevocationReason
+from pki.profiles import MAX_CSR_BYTES, PEM_CSR_PATTERN, KeyType, RevocationReason
 
 MAX_METADATA_BYTES = 8 * 1024
 
@@ -51,9 +55,19 @@ def single_line_field(**kwargs: Any) -> serializers.RegexField:
     )
 
 
-@extend_schema_field({"type": "string", "format": "pem-csr", "maxLength": MAX_CSR_BYTES})
+@extend_schema_field(
+    {
+        "type": "string",
+        "format": "pem-csr",
+        "pattern": PEM_CSR_PATTERN,
+        "minLength": 1,
+        "maxLength": MAX_CSR_BYTES,
+        "example": EXAMPLE_CSR,
+    }
+)
 class CSRField(StringsOnly, serializers.CharField):
-    """A PEM certificate request; documented with its own format so clients know what to send."""
+    """A PEM certificate request: the pattern says its shape (the server refuses any other), the
+    format says that it must also be a real, self-signed PKCS#10 request, which no pattern can."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_length=MAX_CSR_BYTES, trim_whitespace=False, **kwargs)
@@ -147,38 +161,64 @@ def device_representation(device: Device) -> dict[str, Any]:
 
 
 class BundleSerializer(serializers.Serializer[Any]):
-    """A new credential bundle: its link and password, shown this once and never again."""
+    """A new credential bundle (an `IssuedBundle`): its link and password, shown this once."""
 
-    download_url = serializers.URLField(help_text="one-time link to the encrypted ZIP")
-    download_expires_at = serializers.DateTimeField(help_text="the link stops working at this time")
-    bundle_password = serializers.CharField(help_text="opens the ZIP (AES-256); not stored by the portal")
-
-
-class RegistrationSerializer(DeviceSerializer):
-    """The answer to a registration or re-issue: the device, its certificate, and its bundle."""
-
-    certificate_pem = serializers.CharField(
-        read_only=True, allow_null=True, help_text="null while a worker is provisioning the device (202)"
+    download_url = serializers.URLField(source="url", help_text="one-time link to the encrypted ZIP")
+    download_expires_at = serializers.DateTimeField(
+        source="link.expires_at", help_text="the link stops working at this time"
     )
-    ca_certificate_pem = serializers.CharField(read_only=True)
+    bundle_password = serializers.CharField(
+        source="password", help_text="opens the ZIP (AES-256); not stored by the portal"
+    )
+
+
+class NewCredentialsSerializer(serializers.Serializer[Any]):
+    """What a registration, re-issue or retry (a `services.Registration`) adds to the device."""
+
+    certificate_pem = serializers.SerializerMethodField(
+        help_text="null while a worker is provisioning the device (202)"
+    )
+    ca_certificate_pem = serializers.SerializerMethodField()
     download_url = serializers.URLField(
+        source="bundle.url",
         read_only=True,
         help_text="one-time link to the encrypted ZIP; while the device is pending it answers 409 "
         "bundle_not_ready and stays valid",
     )
-    download_expires_at = serializers.DateTimeField(read_only=True)
-    bundle_password = serializers.CharField(read_only=True, help_text="opens the ZIP; shown this once")
+    download_expires_at = serializers.DateTimeField(source="bundle.link.expires_at", read_only=True)
+    bundle_password = serializers.CharField(
+        source="bundle.password", read_only=True, help_text="opens the ZIP; shown this once"
+    )
+
+    @extend_schema_field({"type": "string", "nullable": True})
+    def get_certificate_pem(self, registration: Registration) -> str | None:
+        issued = registration.issued
+        return issued.certificate.public_bytes(serialization.Encoding.PEM).decode() if issued else None
+
+    def get_ca_certificate_pem(self, registration: Registration) -> str:
+        return get_ca().certificate_pem.decode()
+
+
+class RegistrationSerializer(DeviceSerializer, NewCredentialsSerializer):
+    """The answer to a registration, re-issue or retry: the device (DeviceSerializer's fields),
+    its certificate and its new bundle (NewCredentialsSerializer's). Rendered from a
+    `services.Registration` through those two, so the answer is what the schema says."""
 
     class Meta(DeviceSerializer.Meta):
-        fields = [
-            *DeviceSerializer.Meta.fields,
-            "certificate_pem",
-            "ca_certificate_pem",
-            "download_url",
-            "download_expires_at",
-            "bundle_password",
-        ]
+        fields = [*DeviceSerializer.Meta.fields, *NewCredentialsSerializer._declared_fields]
         read_only_fields = fields
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        registration: Registration = instance
+        return {
+            **device_representation(registration.device),
+            **_bound(NewCredentialsSerializer).to_representation(registration),
+        }
+
+
+def registration_representation(registration: Registration) -> dict[str, Any]:
+    """What a registration, re-issue or retry answers, through `RegistrationSerializer`."""
+    return _bound(RegistrationSerializer).to_representation(registration)
 
 
 class RegisterRequestSerializer(serializers.Serializer[Any]):

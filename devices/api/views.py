@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from django.db.models import QuerySet
 from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,7 +17,7 @@ from rest_framework.reverse import reverse
 from accounts import roles
 from accounts.permissions import ActionPermission
 from devices import idempotency, services
-from devices.api.filters import MAX_EXPIRY_DAYS, DeviceFilter
+from devices.api.filters import MAX_EXPIRY_DAYS, MAX_SEARCH_LENGTH, DeviceFilter
 from devices.api.serializers import (
     BundleSerializer,
     DeviceSerializer,
@@ -26,47 +26,58 @@ from devices.api.serializers import (
     ReissueRequestSerializer,
     RevokeRequestSerializer,
     device_representation,
+    registration_representation,
 )
-from devices.delivery import IssuedBundle
 from devices.models import Device
 from devices.queueing import TaskQueueUnavailable
 from onboarding.addresses import client_address
 from onboarding.api import StrictOrderingFilter, error_responses, list_parameters
-from pki.keystore import get_ca
 from pki.profiles import KeyType, RevocationReason
-
-
-def _bundle(bundle: IssuedBundle) -> dict[str, Any]:
-    return {
-        "download_url": bundle.url,
-        "download_expires_at": serializers.DateTimeField().to_representation(bundle.link.expires_at),
-        "bundle_password": bundle.password,
-    }
-
-
-def _credentials(registration: services.Registration) -> dict[str, Any]:
-    """The device, its certificate and its new bundle: the one answer that carries the password."""
-    data = device_representation(registration.device)
-    issued = registration.issued
-    data["certificate_pem"] = (
-        issued.certificate.public_bytes(serialization.Encoding.PEM).decode() if issued else None
-    )
-    data["ca_certificate_pem"] = get_ca().certificate_pem.decode()
-    data.update(_bundle(registration.bundle))
-    return data
 
 
 def _accepted_or_created(registration: services.Registration) -> Response:
     """201 with the certificate when it was made in this request; 202 while a worker makes it,
     with Location naming where to follow the device from pending to active (or failed)."""
+    answer = registration_representation(registration)
     if registration.issued is not None:
-        return Response(_credentials(registration), status=status.HTTP_201_CREATED)
-    response = Response(_credentials(registration), status=status.HTTP_202_ACCEPTED)
+        return Response(answer, status=status.HTTP_201_CREATED)
+    response = Response(answer, status=status.HTTP_202_ACCEPTED)
     response["Location"] = reverse("v1:device-detail", kwargs={"pk": registration.device.pk})
     return response
 
 
+# What any call can answer: no or bad credentials (401), a role without the right (403), a path
+# and query too long for the HTTP server (414), the throttle (429), a dependency down (503); and
+# what a JSON body can add: invalid fields or malformed JSON (400), over API_MAX_BODY_BYTES (413),
+# not JSON (415).
+EVERY_CALL = (401, 403, 414, 429, 503)
+JSON_BODY = (400, 413, 415)
+
 ORDERING_FIELDS = ["created_at", "updated_at", "name", "status"]
+
+DEVICE_ID = OpenApiParameter(
+    "id",
+    OpenApiTypes.UUID,
+    OpenApiParameter.PATH,
+    description="the device's id; anything that is not a UUID names no device (404)",
+)
+
+# Response headers. Location: where to follow a device a worker is still provisioning (202).
+FOLLOW_AT = OpenApiParameter(
+    "Location",
+    {"type": "string"},
+    OpenApiParameter.HEADER,
+    response=[202],
+    required=True,
+    description="the device's address (/api/v1/devices/{id}), to follow it from pending to active or failed",
+)
+REPLAYED = OpenApiParameter(
+    "Idempotent-Replayed",
+    {"type": "string", "enum": ["true"]},
+    OpenApiParameter.HEADER,
+    response=[201, 202],
+    description="present on the stored answer to a retried request with the same Idempotency-Key",
+)
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     idempotency.HEADER,
@@ -116,16 +127,19 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
                 "expiring_within_days", {"type": "integer", "minimum": 0, "maximum": MAX_EXPIRY_DAYS}
             ),
             # Django refuses NUL characters in form input; the schema says so.
-            OpenApiParameter("search", {"type": "string", "pattern": "^[^\\u0000]*$"}),
+            OpenApiParameter(
+                "search", {"type": "string", "pattern": "^[^\\u0000]*$", "maxLength": MAX_SEARCH_LENGTH}
+            ),
         ],
-        responses={200: DeviceSerializer(many=True), **error_responses(400, 401, 403, 404)},
+        responses={200: DeviceSerializer(many=True), **error_responses(400, 404, *EVERY_CALL)},
     )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
     @extend_schema(
         summary="Device status and certificate",
-        responses={200: DeviceSerializer, **error_responses(401, 403, 404)},
+        parameters=[DEVICE_ID],
+        responses={200: DeviceSerializer, **error_responses(404, *EVERY_CALL)},
     )
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(device_representation(self.get_object()))
@@ -133,11 +147,11 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
     @extend_schema(
         summary="Register a device",
         request=RegisterRequestSerializer,
-        parameters=[IDEMPOTENCY_HEADER],
+        parameters=[IDEMPOTENCY_HEADER, FOLLOW_AT, REPLAYED],
         responses={
             201: RegistrationSerializer,
             202: RegistrationSerializer,
-            **error_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
+            **error_responses(*JSON_BODY, 409, 422, *EVERY_CALL),
         },
     )
     def create(self, request: Request) -> Response:
@@ -172,8 +186,9 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
 
     @extend_schema(
         summary="Revoke a device",
+        parameters=[DEVICE_ID],
         request=RevokeRequestSerializer,
-        responses={200: DeviceSerializer, **error_responses(400, 401, 403, 404, 409, 415, 503)},
+        responses={200: DeviceSerializer, **error_responses(*JSON_BODY, 404, 409, *EVERY_CALL)},
     )
     @action(detail=True, methods=["post"])
     def revoke(self, request: Request, pk: str) -> Response:
@@ -186,8 +201,9 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
 
     @extend_schema(
         summary="Re-issue a device's certificate (rotation)",
+        parameters=[DEVICE_ID],
         request=ReissueRequestSerializer,
-        responses={201: RegistrationSerializer, **error_responses(400, 401, 403, 404, 409, 415, 503)},
+        responses={201: RegistrationSerializer, **error_responses(*JSON_BODY, 404, 409, *EVERY_CALL)},
     )
     @action(detail=True, methods=["post"])
     def reissue(self, request: Request, pk: str) -> Response:
@@ -202,29 +218,31 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
             actor=request.user,
             address=client_address(request),
         )
-        return Response(_credentials(registration), status=status.HTTP_201_CREATED)
+        return Response(registration_representation(registration), status=status.HTTP_201_CREATED)
 
     @extend_schema(
         summary="A fresh credential bundle and link",
+        parameters=[DEVICE_ID],
         description="For a server-generated key this rotates the key (the server keeps no copy); "
         "for a device that made its own key, the current certificate is packaged again. "
         "Earlier unused links of the device stop working.",
         request=None,
-        responses={201: BundleSerializer, **error_responses(401, 403, 404, 409, 503)},
+        responses={201: BundleSerializer, **error_responses(404, 409, *EVERY_CALL)},
     )
     @action(detail=True, methods=["post"])
     def bundle(self, request: Request, pk: str) -> Response:
         bundle = services.issue_new_bundle(
             self.get_object(), actor=request.user, address=client_address(request)
         )
-        return Response(_bundle(bundle), status=status.HTTP_201_CREATED)
+        return Response(BundleSerializer(bundle).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         summary="Provision a failed device again",
+        parameters=[DEVICE_ID, FOLLOW_AT],
         description="For a device whose provisioning failed (see its failure_reason): a new bundle "
         "password and link, and a new attempt. The earlier link stays void.",
         request=None,
-        responses={202: RegistrationSerializer, **error_responses(401, 403, 404, 409, 503)},
+        responses={202: RegistrationSerializer, **error_responses(404, 409, *EVERY_CALL)},
     )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
@@ -235,7 +253,8 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
 
     @extend_schema(
         summary="Delete a device (a valid certificate is revoked, not lost)",
-        responses={204: None, **error_responses(401, 403, 404, 503)},
+        parameters=[DEVICE_ID],
+        responses={204: None, **error_responses(404, *EVERY_CALL)},
     )
     def destroy(self, request: Request, pk: str) -> Response:
         services.delete_device(self.get_object(), actor=request.user, address=client_address(request))
