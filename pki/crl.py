@@ -28,7 +28,7 @@ class PublishedCRL:
 
 #: The last CRL this process verified, keyed by the SHA-256 of its bytes and of the CA certificate:
 #: parsing and verifying a CRL of a large fleet costs some thirty times more than hashing it
-#: (docs/_pending/api.md). Any change to either file, one flipped character, misses the cache and
+#: (docs/benchmarks.md). Any change to either file, one flipped character, misses the cache and
 #: is verified again in full; nextUpdate is checked on every read.
 _last_verified: tuple[bytes, PublishedCRL] | None = None
 
