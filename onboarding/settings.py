@@ -289,7 +289,7 @@ SECURE_REDIRECT_EXEMPT = [
 # Content-Security-Policy (django-csp): the portal's pages load scripts, styles and images only
 # from the portal itself, run no inline script or style and no plugin, cannot be framed, and post
 # forms only to the portal. An injected <script> or onclick= does not run. The Swagger UI at
-# /api/docs/ widens style-src and img-src for its own page only (onboarding/urls.py).
+# /api/docs/ adds data: images (its icons) for its own page only (onboarding/urls.py).
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
