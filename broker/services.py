@@ -35,7 +35,7 @@ from broker.models import AclRule, BrokerSync, PendingChange
 from broker.probe import REVOKED, UNREACHABLE, SyncCanary, await_refusal, identity_files, unreachable_reason
 from onboarding.errors import ServiceError
 from onboarding.fs import write_atomically
-from onboarding.locks import exclusive_lock
+from onboarding.locks import exclusive_lock, lock_if_free
 from pki.errors import CRLPublicationError
 from pki.keystore import get_ca, keystore
 from pki.models import Certificate, CertificatePurpose, CertificateStatus
@@ -252,6 +252,10 @@ class MosquittoAclBackend:
         return found + crl_drift()
 
 
+#: One administrator session at a time on the dynamic-security broker (see `_session`).
+ADMIN_SESSION_LOCK = "broker-admin-session"
+
+
 class MosquittoDynsecBackend:
     """Mosquitto's dynamic-security plugin: a client and a role per device.
 
@@ -268,17 +272,19 @@ class MosquittoDynsecBackend:
 
     @contextmanager
     def _session(self) -> Iterator[dynsec.ControlSession]:
+        # The broker names every session after its certificate (use_username_as_clientid), so
+        # two administrator sessions at once (a health check during a sync, two hosts) would end
+        # each other, losing commands in flight: they take turns, across processes.
+        with exclusive_lock(ADMIN_SESSION_LOCK), self._open_session() as session:
+            yield session
+
+    @contextmanager
+    def _open_session(self) -> Iterator[dynsec.ControlSession]:
         certificate, key, password = identity_files(DYNSEC_ADMIN)
         try:
-            # The broker names every session after its certificate (use_username_as_clientid), so
-            # two administrator sessions at once (a health check during a sync, two hosts) would
-            # end each other, losing commands in flight: they take turns, across processes.
-            with (
-                exclusive_lock("broker-admin-session"),
-                dynsec.control_session(
-                    str(certificate), str(key), password, str(keystore().certificate_path)
-                ) as session,
-            ):
+            with dynsec.control_session(
+                str(certificate), str(key), password, str(keystore().certificate_path)
+            ) as session:
                 yield session
         except dynsec.DynsecError as exc:
             raise BrokerSyncError(
@@ -367,8 +373,14 @@ class MosquittoDynsecBackend:
 
     def drift(self, state: BrokerState) -> list[str]:
         found = []
-        with self._session() as session:
-            clients, _roles = self._existing(session)
+        # Never waits behind a sync (nor makes a revocation's push wait behind it): /health is
+        # anonymous and must answer within seconds. A sync at work is bringing the broker in
+        # step; the next look compares again.
+        with lock_if_free(ADMIN_SESSION_LOCK) as free:
+            if not free:
+                return crl_drift()
+            with self._open_session() as session:
+                clients, _roles = self._existing(session)
         there = {name for name in clients if dynsec.DEVICE_ID.match(name)}
         active = set(state.active_device_ids or [])
         if there != active:

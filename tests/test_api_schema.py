@@ -29,8 +29,13 @@ from tests.workers import gunicorn_portal, worker_environment
 
 @pytest.fixture
 def api_schema(ca: CertificateAuthority, settings: Any, tmp_path: Any) -> Iterator[Any]:
+    from django.core.wsgi import get_wsgi_application
+
     from broker.services import sync_broker
-    from onboarding.wsgi import application
+
+    # Django's own WSGI handler, not onboarding.wsgi: importing that starts the web process's
+    # broker catch-up thread, which would then run inside the test process for good.
+    application = get_wsgi_application()
 
     # A healthy portal (broker files in step), so /health answers 200 and any 5xx is a finding.
     settings.BROKER_ACL_FILE = tmp_path / "mosquitto.acl"

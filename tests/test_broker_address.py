@@ -176,3 +176,17 @@ def test_the_broker_is_reloaded_through_the_pid_file_the_configuration_names(
     # MOSQUITTO_PID_FILE still chooses the place.
     settings.MOSQUITTO_PID_FILE = str(no_address_settings / "elsewhere.pid")
     assert pid_file() == settings.MOSQUITTO_PID_FILE
+
+
+def test_a_broker_reloaded_by_command_gets_no_pid_file(no_address_settings: Path, settings: Any) -> None:
+    """A broker reloaded through BROKER_RELOAD_COMMAND (the compose stack's, in its own container
+    with a read-only configuration volume) gets no pid_file: Mosquitto refuses to start when it
+    cannot write one."""
+    settings.MOSQUITTO_PID_FILE = ""
+    settings.BROKER_RELOAD_COMMAND = "true"
+    port = free_port()
+    write_config(no_address_settings, port)
+    assert "pid_file" not in (no_address_settings / "mosquitto.conf").read_text()
+    assert pid_file() == ""
+    broker = start_mosquitto(no_address_settings, port)  # starts: nothing to write
+    stop_mosquitto(broker)

@@ -70,8 +70,8 @@ def test_the_generated_configuration_binds_the_client_id_to_the_certificate(mosq
 @pytest.mark.parametrize("mosquitto", ["mosquitto_dynsec"], indirect=True)
 def test_two_administrator_sessions_at_once_do_not_end_each_other(mosquitto: Broker, settings: Any) -> None:
     """With client ids bound to certificates, every session of the portal's administrator has the
-    same client id, so a second one (a health check during a sync) would end the first. They take
-    turns instead: both finish."""
+    same client id, so a second one (a health check during a sync) would end the first. Syncs take
+    turns; a health check finds the session busy and does not open one."""
     # The other thread's database connection does not see this test's (uncommitted) listener row.
     settings.BROKER_PROBE_HOST, settings.BROKER_PROBE_PORT = mosquitto.host, mosquitto.port
     backend = MosquittoDynsecBackend()
@@ -93,7 +93,17 @@ def test_two_administrator_sessions_at_once_do_not_end_each_other(mosquitto: Bro
     thread = threading.Thread(target=first)
     thread.start()
     assert opened.wait(10)
+    # /health's drift check neither waits for the session in use nor opens a second one: it
+    # answers at once (an anonymous caller must not hold up a revocation's push, nor wait 30 s).
+    started = time.monotonic()
     assert backend.drift(desired_state(with_active=True)) == []
+    assert time.monotonic() - started < 1.0
+    assert thread.is_alive()  # the first session was still at work
+    # A second sync's session waits its turn, then works: neither ends the other.
+    with backend._session() as second:
+        second_answer = second.run([{"command": "listClients"}], timeout=5)
+    assert first_answer  # it waited its turn: the first session had finished its work
+    assert second_answer and not second_answer[0].get("error")
     thread.join(20)
     assert not failures, failures
     assert first_answer and not first_answer[0].get("error")

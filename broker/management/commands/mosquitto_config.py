@@ -122,9 +122,13 @@ class Command(BaseCommand):
         if not 0 < port < 65536:
             raise CommandError(f"--port {port} is not a TCP port (1-65535).")
         user = options["user"] or getpass.getuser()
-        # Always a pid file, recorded below, so that the portal can make this broker reload on the
-        # same host with nothing more to set (MOSQUITTO_PID_FILE chooses another place).
-        pid_path = Path(settings.MOSQUITTO_PID_FILE or out / "mosquitto.pid")
+        # A pid file, recorded below, so that the portal can make this broker reload on the same
+        # host with nothing more to set (MOSQUITTO_PID_FILE chooses another place). None where
+        # BROKER_RELOAD_COMMAND reloads it: such a broker (another container) may have nowhere to
+        # write one, and Mosquitto refuses to start when it cannot write its pid_file.
+        pid_path: Path | None = None
+        if settings.MOSQUITTO_PID_FILE or not settings.BROKER_RELOAD_COMMAND:
+            pid_path = Path(settings.MOSQUITTO_PID_FILE or out / "mosquitto.pid")
         try:
             self._write(
                 out,
@@ -150,14 +154,14 @@ class Command(BaseCommand):
             port=port,
             bind_address=options["bind"] or "",
             backend=backend,
-            pid_file=str(pid_path),
+            pid_file=str(pid_path or ""),
         )
         self.stdout.write(self.style.SUCCESS(f"Wrote {out / 'mosquitto.conf'} (port {port}, user {user})."))
         self.stdout.write(f"Devices will connect to {public_address()}.")
         for warning in _overridden(hostnames, port):
             self.stderr.write(warning)
         self.stdout.write(f"Start the broker with:  mosquitto -c {out / 'mosquitto.conf'}")
-        if not settings.BROKER_RELOAD_COMMAND:
+        if pid_path is not None and not settings.BROKER_RELOAD_COMMAND:
             self.stdout.write(
                 f"The portal makes the broker reload through {pid_path} (a broker on another host needs "
                 "BROKER_RELOAD_COMMAND)."
@@ -170,7 +174,7 @@ class Command(BaseCommand):
         port: int,
         bind: str | None,
         user: str,
-        pid_path: Path,
+        pid_path: Path | None,
         *,
         dynsec_mode: bool,
     ) -> None:
@@ -195,7 +199,7 @@ class Command(BaseCommand):
             acl_file=Path(settings.BROKER_ACL_FILE),
             user=user,
             bind_address=bind,
-            pid_file=str(pid_path),
+            pid_file=str(pid_path) if pid_path is not None else None,
             dynsec_plugin=dynsec.plugin_path() if dynsec_mode else None,
             dynsec_config=dynsec_config if dynsec_mode else None,
         )
