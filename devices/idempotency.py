@@ -166,17 +166,19 @@ def run_once(request: Request, work: Callable[[Claim], Response]) -> Response:
             )
         record = _claim(record, key_digest, request_digest)
         claim = Claim(record, key)
+        # Once the key's state is final (an answer kept, or no claim left for it) its lock file
+        # (SQLite) goes, refused requests' too: one file per key would otherwise stay behind.
         try:
             response = work(claim)
         except BaseException:
             _release(record)
+            forget_lock(lock)
             raise
         if not 200 <= response.status_code < 300:
             _release(record)
-            return response
-        if not claim.kept:
+        elif not claim.kept:
             claim.keep(response)
-        forget_lock(lock)  # the answer is final now
+        forget_lock(lock)
         return response
 
 

@@ -22,8 +22,8 @@ from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import record
-from broker.address import broker_set_up
-from broker.probe import SyncCanary, issue_sync_canary, probe_broker, probe_configured
+from broker.address import broker_set_up, probe_address
+from broker.probe import SyncCanary, issue_sync_canary, probe_broker, probe_configured, unreachable_reason
 from broker.services import (
     BrokerSyncError,
     broker_lag,
@@ -626,7 +626,9 @@ def catch_up_broker(*, here: bool = True) -> str:
 
 
 def _sync_and_prove(*, prove: bool, devices: tuple[str, ...] | None) -> str:
-    if not (prove and probe_configured()):
+    if not (prove and probe_configured()) or unreachable_reason(probe_address()) is not None:
+        # No proof to be had from a broker nothing answers for: a canary would only add a
+        # revoked certificate and a CRL signature (every minute, from the catch-up) for nothing.
         return sync_broker(devices=devices).acl_sha256
     cutoff = timezone.now()  # revocations committed before this are on the canary's CRL
     canary = issue_sync_canary()

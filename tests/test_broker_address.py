@@ -190,3 +190,24 @@ def test_a_broker_reloaded_by_command_gets_no_pid_file(no_address_settings: Path
     assert pid_file() == ""
     broker = start_mosquitto(no_address_settings, port)  # starts: nothing to write
     stop_mosquitto(broker)
+
+
+def test_the_catch_up_issues_no_canary_while_nothing_answers_at_the_broker(
+    no_address_settings: Path, settings: Any
+) -> None:
+    """A broker that is down leaves changes pending, so every minute's catch-up finds the broker
+    behind; it syncs what it can but revokes no canary and signs no CRL for a proof nobody can
+    give (it added a revoked certificate and a CRL every minute)."""
+    from broker.services import queue_changes
+    from devices.services import catch_up_broker
+    from pki.models import Certificate, CertificatePurpose, CertificateRevocationList
+
+    settings.BROKER_RELOAD_COMMAND = "true"
+    write_config(no_address_settings, free_port())  # nothing will listen there
+    queue_changes(["00000000-0000-0000-0000-000000000001"])
+    monitors = Certificate.objects.filter(purpose=CertificatePurpose.MONITOR).count()
+    crls = CertificateRevocationList.objects.count()
+    for _ in range(3):
+        catch_up_broker()
+    assert Certificate.objects.filter(purpose=CertificatePurpose.MONITOR).count() == monitors
+    assert CertificateRevocationList.objects.count() == crls

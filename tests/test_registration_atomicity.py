@@ -177,3 +177,21 @@ def test_a_bundle_carries_the_certificate_recorded_after_a_serial_collision(
     assert bundled.serial_number == fresh
     assert files["device.crt"].decode() == recorded.pem
     assert load_pem_private_key(files["device.key"], None).public_key() == bundled.public_key()
+
+
+@pytest.mark.skipif(
+    __import__("django.db").db.connection.vendor == "postgresql",
+    reason="lock files exist on SQLite only; PostgreSQL's advisory locks leave nothing behind",
+)
+def test_refused_requests_leave_no_lock_file_behind(
+    operator_api: APIClient, settings: Any, tmp_path: Path
+) -> None:
+    """Every Idempotency-Key gets a lock file on SQLite while its request runs; refused requests
+    (400, 409) used to leave theirs behind, one file per key for as long as a client sent them."""
+    settings.LOCK_DIR = tmp_path / "locks"
+    for number in range(5):
+        headers = {"HTTP_IDEMPOTENCY_KEY": f"refused-request-key-{number:04d}"}
+        assert operator_api.post("/register", {"name": ""}, format="json", **headers).status_code == 400
+    headers = {"HTTP_IDEMPOTENCY_KEY": "accepted-request-key-0001"}
+    assert operator_api.post("/register", {"name": "kept"}, format="json", **headers).status_code == 201
+    assert sorted(path.name for path in settings.LOCK_DIR.glob("idempotency-*")) == []
