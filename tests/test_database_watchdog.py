@@ -260,3 +260,20 @@ def keep_a_connection_open(client: httpx.Client, proxy: FreezableProxy, device_i
     proxy.thaw()
     response = client.get(f"/device/{device_id}")
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_a_read_timeout_that_is_not_positive_stops_start_up_in_one_sentence(
+    tmp_path: Path, value: str
+) -> None:
+    environment = portal_environment(tmp_path, "") | {"DATABASE_READ_TIMEOUT_SECONDS": value}
+    del environment["DATABASE_URL"]
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"Configuration error: DATABASE_READ_TIMEOUT_SECONDS must be more than 0, not {float(value)}: "
+        "without it a request waits forever on a database server that froze."
+    ]
