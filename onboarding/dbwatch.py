@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db import OperationalError, connections
+from django.db import Error, OperationalError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
@@ -71,7 +71,7 @@ class ConnectionWatch:
         call = _in_flight[key] = _Call(time.monotonic() + self.bound, self.fd)
         try:
             return execute(sql, params, many, context)
-        except OperationalError as exc:
+        except Error as exc:  # a cut connection may surface as any driver error
             if call.cut:
                 raise self.timed_out() from exc
             raise
