@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,7 +38,10 @@ PUBLIC_SERVER_ERRORS = {
     "changed; try again shortly.",
     "task_queue_unavailable": "The task queue cannot be reached, so nothing was registered or kept; "
     "try again shortly (/health shows the task queue).",
+    "cache_unavailable": "The cache (Redis), which the request throttles need, cannot be reached, so "
+    "nothing was done; try again shortly.",
 }
+DATABASE_UNAVAILABLE = "The database is unavailable or busy; try again shortly."
 
 # Paths whose clients are programs: they get JSON errors, never an HTML page.
 API_PATH_PREFIXES = ("/api/", "/register", "/device/", "/revoke/", "/health", "/download/")
@@ -222,7 +226,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, OperationalError):
         logger.error("database error: %s", exc)
         return Response(
-            error_body("database_unavailable", "The database is unavailable or busy; try again shortly."),
+            error_body("database_unavailable", DATABASE_UNAVAILABLE),
             status=503,
         )
     if isinstance(exc, Http404):
@@ -279,7 +283,27 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     return defaults.page_not_found(request, exception)
 
 
+def _dependency_outage(exc: BaseException | None) -> tuple[str, str] | None:
+    """The code and sentence for an error that means a dependency is down or frozen, or None."""
+    if isinstance(exc, ServiceError) and exc.status == 503:
+        return exc.code, PUBLIC_SERVER_ERRORS.get(exc.code, "A component the portal needs is unavailable.")
+    if isinstance(exc, OperationalError):
+        return "database_unavailable", DATABASE_UNAVAILABLE
+    return None
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
+    # Django calls this handler (handler500) while it handles the exception, raised anywhere:
+    # a view outside DRF, a middleware, a portal page. A dependency that is down is a 503
+    # naming it there too, not a 500.
+    outage = _dependency_outage(sys.exc_info()[1])
+    if outage is not None:
+        code, message = outage
+        if _is_api_request(request):
+            return JsonResponse(error_body(code, message), status=503)
+        return HttpResponse(
+            f"Service unavailable ({code}): {message}\n", status=503, content_type="text/plain; charset=utf-8"
+        )
     if _is_api_request(request):
         body = error_body("server_error", "The server failed to handle this request; it has been logged.")
         return JsonResponse(body, status=500)
@@ -333,7 +357,7 @@ _ERROR_DESCRIPTIONS = {
     415: "the body is not JSON",
     422: "the Idempotency-Key was already used for a different request",
     429: "throttled",
-    503: "a dependency (CA, database, task queue) is unavailable",
+    503: "a dependency (CA, database, task queue, cache) is unavailable",
 }
 
 

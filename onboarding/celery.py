@@ -4,7 +4,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_process_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "onboarding.settings")
 
@@ -21,3 +21,14 @@ def _catch_up_broker_at_start(sender: Any, **kwargs: Any) -> None:
 
     if settings.BROKER_CATCH_UP_AT_START:
         app.send_task("onboarding.catch_up_broker")
+
+
+@worker_init.connect  # type: ignore[untyped-decorator]  # celery is untyped
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _watch_database_calls(**kwargs: Any) -> None:
+    """A worker's database calls are bounded by DATABASE_READ_TIMEOUT_SECONDS, as the web
+    process's are (onboarding/dbwatch.py): in the main process (solo and thread pools) and in
+    each forked pool process, which starts its own watchdog thread."""
+    from onboarding import dbwatch
+
+    dbwatch.enable()

@@ -174,8 +174,19 @@ CHECKS: dict[str, Callable[[], CheckResult]] = {
 HEALTHY_STATUSES = ("ok", "not_configured")
 
 
+#: Checks that query the database: with the database down they are not run. Each would wait for
+#: its own connection attempt (DATABASE_CONNECT_TIMEOUT_SECONDS), and after a frozen server's
+#: connection was cut (DATABASE_READ_TIMEOUT_SECONDS) the answer would come past 10 s.
+NEEDS_DATABASE = ("data_dir", "broker")
+
+
 def collect() -> tuple[bool, dict[str, CheckResult]]:
-    results = {name: check() for name, check in CHECKS.items()}
+    results: dict[str, CheckResult] = {}
+    for name, check in CHECKS.items():
+        if name in NEEDS_DATABASE and results["database"]["status"] != "ok":
+            results[name] = _fail("not checked: the database does not answer")
+        else:
+            results[name] = check()
     return all(result["status"] in HEALTHY_STATUSES for result in results.values()), results
 
 

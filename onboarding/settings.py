@@ -194,6 +194,15 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASE_CONNECT_TIMEOUT_SECONDS: int = env.int("DATABASE_CONNECT_TIMEOUT_SECONDS", default=3)
 DATABASE_STATEMENT_TIMEOUT_SECONDS: float = env.float("DATABASE_STATEMENT_TIMEOUT_SECONDS", default=30.0)
 DATABASE_LOCK_TIMEOUT_SECONDS: float = env.float("DATABASE_LOCK_TIMEOUT_SECONDS", default=5.0)
+# The client-side bound on each database call of a web or worker process (onboarding/dbwatch.py):
+# a server that freezes under an open connection is not bounded by anything else. Below the
+# 10 s a request may take; far above the longest legitimate statement (CRL publication).
+DATABASE_READ_TIMEOUT_SECONDS: float = env.float("DATABASE_READ_TIMEOUT_SECONDS", default=8.0)
+if not DATABASE_READ_TIMEOUT_SECONDS > 0:
+    raise ImproperlyConfigured(
+        f"DATABASE_READ_TIMEOUT_SECONDS must be more than 0, not {DATABASE_READ_TIMEOUT_SECONDS}: "
+        "without it a request waits forever on a database server that froze."
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     _server_limits = " ".join(
         f"-c {name}={int(seconds * 1000)}"
@@ -221,6 +230,9 @@ if "redis" in CACHES["default"]["BACKEND"].lower():
     CACHES["default"].setdefault("OPTIONS", {}).update(
         {"socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS, "socket_timeout": REDIS_TIMEOUT_SECONDS}
     )
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+    # The same cache, whose outage is 503 `cache_unavailable` instead of 500 (onboarding/cache.py).
+    CACHES["default"]["BACKEND"] = "onboarding.cache.RedisCache"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -13,6 +13,18 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "onboarding.settings")
 application = get_wsgi_application()
 
 
+def _watch_database_calls() -> None:
+    """Each database call of the web process is bounded by DATABASE_READ_TIMEOUT_SECONDS (a
+    server frozen under a kept connection answers 503 in time). Here and in Celery workers only:
+    migrations and management commands may run long statements."""
+    from onboarding import dbwatch
+
+    dbwatch.enable()
+
+
+_watch_database_calls()
+
+
 def _refuse_an_exposed_ca_key() -> None:
     """A CA key file or directory others can read stops the web server at start-up, not later."""
     from pki.keystore import keystore
