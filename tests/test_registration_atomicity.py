@@ -190,7 +190,7 @@ def test_refused_requests_leave_no_lock_file_behind(
     (400, 409) used to leave theirs behind, one file per key for as long as a client sent them."""
     settings.LOCK_DIR = tmp_path / "locks"
     for number in range(5):
-        headers = {"HTTP_IDEMPOTENCY_KEY": f"refused-request-key-{number:04d}"}
+        headers: dict[str, Any] = {"HTTP_IDEMPOTENCY_KEY": f"refused-request-key-{number:04d}"}
         assert operator_api.post("/register", {"name": ""}, format="json", **headers).status_code == 400
     headers = {"HTTP_IDEMPOTENCY_KEY": "accepted-request-key-0001"}
     assert operator_api.post("/register", {"name": "kept"}, format="json", **headers).status_code == 201
