@@ -77,8 +77,12 @@ def make_user(db):
     from django.contrib.auth.models import Group, User
 
     def make(username: str, role: str | None = None) -> User:
+        from tests.portal_support import restore_roles
+
         user = User.objects.create_user(username=username, password="a-long-test-password")
         if role:
+            if not Group.objects.filter(name=role).exists():
+                restore_roles()  # an earlier transactional test's flush removed the role groups
             user.groups.add(Group.objects.get(name=role))
         return user
 
