@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from devices import delivery
@@ -179,19 +180,24 @@ def test_a_bundle_carries_the_certificate_recorded_after_a_serial_collision(
     assert load_pem_private_key(files["device.key"], None).public_key() == bundled.public_key()
 
 
-@pytest.mark.skipif(
-    __import__("django.db").db.connection.vendor == "postgresql",
-    reason="lock files exist on SQLite only; PostgreSQL's advisory locks leave nothing behind",
-)
-def test_refused_requests_leave_no_lock_file_behind(
+def test_refused_requests_leave_no_lock_behind(
     operator_api: APIClient, settings: Any, tmp_path: Path
 ) -> None:
-    """Every Idempotency-Key gets a lock file on SQLite while its request runs; refused requests
-    (400, 409) used to leave theirs behind, one file per key for as long as a client sent them."""
+    """Every Idempotency-Key is locked while its request runs: a lock file on SQLite (refused
+    requests, 400 or 409, used to leave theirs behind, one file per key for as long as a client
+    sent them), an advisory lock of the session on PostgreSQL."""
     settings.LOCK_DIR = tmp_path / "locks"
     for number in range(5):
         headers: dict[str, Any] = {"HTTP_IDEMPOTENCY_KEY": f"refused-request-key-{number:04d}"}
         assert operator_api.post("/register", {"name": ""}, format="json", **headers).status_code == 400
     headers = {"HTTP_IDEMPOTENCY_KEY": "accepted-request-key-0001"}
     assert operator_api.post("/register", {"name": "kept"}, format="json", **headers).status_code == 201
-    assert sorted(path.name for path in settings.LOCK_DIR.glob("idempotency-*")) == []
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+            assert cursor.fetchone()[0] == 0
+    else:
+        assert sorted(path.name for path in settings.LOCK_DIR.glob("idempotency-*")) == []

@@ -298,7 +298,9 @@ def test_an_enforcement_time_missed_by_a_misconfigured_probe_is_filled(
     port = settings.BROKER_PROBE_PORT
     settings.BROKER_PROBE_PORT = free_port()  # nothing listens there
     assert operator_api.post(f"/revoke/{answer['id']}").status_code == 200
-    assert not connects(broker, credentials)  # the broker refuses the device ...
+    # The broker was given the CRL and told to reload; with no probe to wait on, the call returns
+    # without waiting for the reload to take effect: it refuses the device moments later ...
+    wait_for(lambda: not connects(broker, credentials), 5, "the broker to refuse the revoked device")
     assert Device.objects.get(pk=answer["id"]).revocation_enforced_at is None  # ... unproven
     assert tasks.catch_up_broker_task() == "unproven"  # no proof to be had: no new CRL for nothing
 
