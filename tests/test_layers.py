@@ -1,0 +1,119 @@
+"""The layering of docs/architecture.md, enforced: a module imports only its own layer and the
+layers below it (kernel < pki, audit < broker, accounts < devices < API, portal, admin < the
+project package), and nothing of the server imports the `onboard` client.
+
+Today's exceptions are listed in KNOWN_UPWARD_IMPORTS, each an import the restructure (issue
+#20) removes. A new upward import fails the test; so does an exception that no longer exists,
+so that the list only shrinks.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ("onboarding", "pki", "audit", "broker", "accounts", "devices", "portal", "onboard_cli")
+
+# (module prefix, layer): the longest matching prefix decides.
+LAYERS: tuple[tuple[str, int], ...] = (
+    # The shared kernel: helpers that import no app (their own package is the goal).
+    ("onboarding.errors", 0),
+    ("onboarding.fs", 0),
+    ("onboarding.locks", 0),
+    ("onboarding.sealing", 0),
+    ("onboarding.addresses", 0),
+    ("onboarding.admin", 0),
+    ("onboarding.dbwatch", 0),
+    ("onboarding.cache", 0),
+    ("onboard_cli.text_rules", 0),  # the one-line rule, shared by the server and the client
+    ("pki", 1),
+    ("audit", 1),
+    ("broker", 2),
+    ("accounts", 2),
+    ("devices", 3),
+    # The edges: HTTP, forms and the admin.
+    ("devices.api", 4),
+    ("devices.views", 4),
+    ("devices.admin", 4),
+    ("onboarding.api", 4),
+    ("portal", 4),
+    # The project package wires everything and is imported by none of the apps.
+    ("onboarding", 5),
+    # The `onboard` HTTP client: the server imports none of it, it imports none of the server.
+    ("onboard_cli", CLIENT_LAYER := 6),
+)
+
+# Upward imports that exist today: (importing module, imported module).
+KNOWN_UPWARD_IMPORTS = {
+    ("audit.signals", "accounts.forms"),
+    ("broker.admin", "devices.services"),
+    ("portal.bulk", "onboard_cli.bulk"),
+}
+
+
+def layer_of(module: str) -> int:
+    matches = [
+        (len(prefix), layer)
+        for prefix, layer in LAYERS
+        if module == prefix or module.startswith(prefix + ".")
+    ]
+    return max(matches)[1]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_imports() -> set[tuple[str, str]]:
+    """Every (importer, imported) pair between the project's packages, migrations left out."""
+    pairs = set()
+    for app in APPS:
+        for path in (ROOT / app).rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
+            importer = module_name(path)
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    # `from package import module` imports that module.
+                    names = [
+                        f"{node.module}.{alias.name}"
+                        if (ROOT / node.module.replace(".", "/") / f"{alias.name}.py").exists()
+                        else node.module
+                        for alias in node.names
+                    ]
+                else:
+                    continue
+                for name in names:
+                    if name.split(".")[0] in APPS and name.split(".")[0] != importer.split(".")[0]:
+                        pairs.add((importer, name))
+    return pairs
+
+
+def is_upward(importer: str, imported: str) -> bool:
+    if layer_of(importer) == CLIENT_LAYER:
+        return layer_of(imported) not in (0, CLIENT_LAYER)  # the client imports only the shared rule
+    return layer_of(imported) > layer_of(importer)
+
+
+def test_no_module_imports_a_layer_above_its_own() -> None:
+    upward = {pair for pair in project_imports() if is_upward(*pair)}
+    new = sorted(upward - KNOWN_UPWARD_IMPORTS)
+    assert not new, f"imports that point up the layers (docs/architecture.md): {new}"
+    gone = sorted(KNOWN_UPWARD_IMPORTS - upward)
+    assert not gone, f"no longer there: remove them from KNOWN_UPWARD_IMPORTS: {gone}"
+
+
+def test_the_check_sees_an_upward_import() -> None:
+    """The rule itself: a kernel module importing devices, pki importing broker, an app importing
+    the project package, and the server importing the client are all upward."""
+    assert is_upward("onboarding.locks", "devices.models")
+    assert is_upward("pki.services", "broker.services")
+    assert is_upward("devices.services", "onboarding.health")
+    assert is_upward("devices.services", "onboard_cli.main")
+    assert not is_upward("devices.services", "onboard_cli.text_rules")
+    assert not is_upward("portal.views.devices", "devices.services")
+    assert not is_upward("onboarding.urls", "portal.views")
