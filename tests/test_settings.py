@@ -130,3 +130,17 @@ def test_web_server_refuses_to_start_with_an_exposed_ca_key(tmp_path: Path) -> N
     )
     assert result.returncode != 0
     assert "Refusing to start" in result.stderr and "chmod 600" in result.stderr
+
+
+def test_an_unknown_broker_backend_stops_check_at_start_up(tmp_path: Path) -> None:
+    """Noticed by `check` (and so by runserver and migrate), not by the first registration after
+    it has committed (which then answered 503 for a device that exists)."""
+    env = {"DEBUG": "true", "DATA_DIR": str(tmp_path / "data"), "BROKER_BACKEND": "mosquito_acl"}
+    result = manage("check", env=env)
+    assert result.returncode == 1
+    assert "(broker.E001) BROKER_BACKEND 'mosquito_acl' is not one of: mosquitto_acl, mosquitto_dynsec." in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    env["BROKER_BACKEND"] = "mosquitto_dynsec"
+    assert "broker.E001" not in manage("check", env=env).stderr
