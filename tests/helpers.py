@@ -7,10 +7,12 @@ import subprocess
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.x509.oid import NameOID
 
 BIN = Path(sys.executable).parent
 
@@ -135,3 +137,14 @@ def superuser_token(username: str) -> str:
 
     user = User.objects.create_superuser(username, password="a-long-test-password")
     return create_api_token(user).value
+
+
+def make_csr(key: Any, common_name: str = "anything the device likes") -> bytes:
+    """A PEM CSR signed by `key` (SHA-256; none for Ed25519, which takes no hash)."""
+    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .sign(key, algorithm)
+    )
+    return csr.public_bytes(serialization.Encoding.PEM)

@@ -16,8 +16,7 @@ from rest_framework.test import APIClient
 from devices.models import Device, DeviceStatus, IdempotentRequest
 from pki.keystore import CertificateAuthority, keystore
 from pki.models import Certificate, CertificateStatus
-from tests.helpers import assert_signed_by, open_bundle, openssl_verify
-from tests.test_profiles import make_csr
+from tests.helpers import assert_signed_by, make_csr, open_bundle, openssl_verify
 
 
 def register(client: APIClient, **body: Any) -> Any:

@@ -22,8 +22,8 @@ from rest_framework.test import APIClient
 from schemathesis.config import SchemathesisConfig
 
 from pki.keystore import CertificateAuthority
+from tests.helpers import make_csr
 from tests.schemathesis_hooks import make_idempotency_key_unique
-from tests.test_profiles import make_csr
 from tests.workers import gunicorn_portal, worker_environment
 
 

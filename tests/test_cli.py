@@ -17,7 +17,7 @@ import pyzipper
 from devices.models import Device
 from onboard_cli.main import main
 from pki.keystore import forget_loaded_ca
-from tests.test_profiles import make_csr
+from tests.helpers import make_csr
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

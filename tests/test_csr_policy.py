@@ -21,9 +21,9 @@ from pki import errors
 from pki.keystore import CertificateAuthority
 from pki.models import Certificate
 from pki.profiles import KeyType, parse_csr
+from tests.helpers import make_csr
 from tests.portal_support import signed_in
 from tests.test_portal_views import register_through_form
-from tests.test_profiles import make_csr
 
 # name -> (openssl req options, the error, its code, words the message must hold)
 REFUSED: dict[str, tuple[list[str], type[errors.InvalidCSR], str, str]] = {

@@ -28,8 +28,7 @@ from devices import delivery, services
 from devices.models import Device, DownloadAttempt, DownloadLink
 from pki.keystore import CertificateAuthority, keystore
 from pki.profiles import KeyType
-from tests.helpers import open_bundle, openssl_verify
-from tests.test_profiles import make_csr
+from tests.helpers import make_csr, open_bundle, openssl_verify
 
 PRIVATE_KEY_MARKERS = (b"BEGIN PRIVATE KEY", b"BEGIN RSA PRIVATE KEY", b"BEGIN EC PRIVATE KEY")
 

@@ -22,11 +22,11 @@ from tests.helpers import (
     assert_signed_by,
     lint_certificate_file,
     lint_crl_file,
+    make_csr,
     openssl_verify,
     pem,
     run_tool,
 )
-from tests.test_profiles import make_csr
 
 
 def load_crl(path: Path) -> x509.CertificateRevocationList:

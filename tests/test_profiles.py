@@ -26,7 +26,7 @@ from pki.profiles import (
     parse_csr,
     serial_hex,
 )
-from tests.helpers import assert_crl_contains, assert_signed_by
+from tests.helpers import assert_crl_contains, assert_signed_by, make_csr
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 CA_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -45,16 +45,6 @@ def device_certificate(public_key, *, days: int = 30, crl_url: str = "http://por
         crl_url=crl_url,
     )
     return end_entity_builder(request, CA_CERT).sign(CA_KEY, hashes.SHA256())
-
-
-def make_csr(key, common_name: str = "anything the device likes") -> bytes:
-    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .sign(key, algorithm)
-    )
-    return csr.public_bytes(serialization.Encoding.PEM)
 
 
 class TestCACertificate:
