@@ -28,6 +28,9 @@ class AdminLoginForm(OTPAdminAuthenticationForm):  # type: ignore[misc]  # djang
     """django-otp's admin form; it has the request, which django-otp's own
     `otp_verification_failed` signal does not carry."""
 
+    #: It records its wrong second factors itself, with the address (audit.signals skips them).
+    audits_its_own_otp_failures = True
+
     def clean_otp(self, user: Any) -> None:
         try:
             super().clean_otp(user)

@@ -40,10 +40,8 @@ def on_login_failed(
 @receiver(otp_verification_failed)
 def on_otp_failed(sender: Any, user: Any, **kwargs: Any) -> None:
     """A wrong second factor on a django-otp form that does not audit itself (django-otp sends
-    no request, so no address). The admin's form (accounts.forms.AdminLoginForm) and the
-    portal's sign-in record their own, with the address."""
-    from accounts.forms import AdminLoginForm
-
-    if isinstance(sender, type) and issubclass(sender, AdminLoginForm):
+    no request, so no address). Forms that record their own, with the address (the admin's
+    AdminLoginForm, the portal's sign-in), say so with `audits_its_own_otp_failures = True`."""
+    if getattr(sender, "audits_its_own_otp_failures", False):
         return
     record(AuditAction.LOGIN_OTP_FAILED, actor=user, form=getattr(sender, "__name__", "django-otp"))

@@ -15,6 +15,7 @@ from typing import Any
 
 from onboard_cli import text_rules
 from onboard_cli.client import CliError, PortalClient, ServerError, Unreachable
+from onboard_cli.text_rules import safe_row
 
 KEY_TYPES = ("rsa2048", "rsa3072", "ec-p256")
 KNOWN_COLUMNS = ("name", "hardware_id", "key_type", "csr_file")
@@ -29,21 +30,6 @@ RESULT_COLUMNS = [
     "error",
 ]
 DONE = ("registered", "already_registered")
-#: A cell that starts with one of these is read as a formula by spreadsheet programs: a device
-#: name such as `=HYPERLINK(...)` would run when an operator opens the results (CSV injection).
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(value: Any) -> Any:
-    """The value, with a leading ' if a spreadsheet would run it as a formula (OWASP's advice):
-    shown as the text it is. Ids, links, passwords and dates never start that way."""
-    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
-        return "'" + value
-    return value
-
-
-def safe_row(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
-    return {column: spreadsheet_safe(row.get(column, "")) for column in columns}
 
 
 @dataclass(frozen=True)

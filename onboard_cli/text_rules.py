@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Any
 
 MAX_LENGTH = 128
 
@@ -87,3 +88,22 @@ def clean_typed(value: str) -> str:
     dropped (as a form would). Nothing else is: a line break or a control character at either
     end is refused by the rule, not silently cut off."""
     return value.strip(" ")
+
+
+# --- Result files (the portal's bulk results and `onboard bulk-register`'s) -----------------
+
+#: A cell that starts with one of these is read as a formula by spreadsheet programs: a device
+#: name such as `=HYPERLINK(...)` would run when an operator opens the results (CSV injection).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """The value, with a leading ' if a spreadsheet would run it as a formula (OWASP's advice):
+    shown as the text it is. Ids, links, passwords and dates never start that way."""
+    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
+def safe_row(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    return {column: spreadsheet_safe(row.get(column, "")) for column in columns}

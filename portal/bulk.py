@@ -35,7 +35,7 @@ from django.utils import timezone
 from devices import services
 from devices.models import Device
 from onboard_cli import text_rules
-from onboard_cli.bulk import safe_row  # the same results file as `onboard bulk-register` writes
+from onboard_cli.text_rules import safe_row  # the same cells as `onboard bulk-register` writes
 from onboarding.errors import ServiceError
 from pki.profiles import KeyType
 from portal import sealed
