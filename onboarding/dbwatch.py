@@ -151,7 +151,7 @@ def _watch() -> None:
     while True:
         time.sleep(_tick())
         now = time.monotonic()
-        for call in list(_in_flight.copy().values()):
+        for call in _in_flight.copy().values():  # a copy: other threads add and remove calls
             if call.deadline <= now and not call.cut:
                 call.cut = True
                 _cut(call.fd)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
@@ -148,3 +149,10 @@ def make_csr(key: Any, common_name: str = "anything the device likes") -> bytes:
         .sign(key, algorithm)
     )
     return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, on 127.0.0.1 (for a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -19,15 +19,11 @@ import pyzipper
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from tests.helpers import free_port
+
 NOT_AUTHORIZED = 0x87
 # PUBACK reason codes of an accepted publish: success, or success with no one subscribed.
 ACCEPTED = {0x00, 0x10}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.mosquitto import free_port
+from tests.helpers import free_port
 
 REDIS_NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
 

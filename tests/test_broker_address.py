@@ -24,10 +24,10 @@ from broker.address import pid_file, public_address
 from broker.probe import probe_broker
 from broker.services import reload_broker
 from pki.keystore import CertificateAuthority
+from tests.helpers import free_port
 from tests.mosquitto import (
     ACCEPTED,
     DeviceClient,
-    free_port,
     new_device,
     start_mosquitto,
     stop_mosquitto,

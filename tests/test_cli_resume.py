@@ -22,8 +22,7 @@ from django.conf import settings
 
 from devices.models import Device, IdempotentRequest
 from pki.keystore import CertificateAuthority
-from tests.helpers import subprocess_database_url, superuser_token
-from tests.mosquitto import free_port
+from tests.helpers import free_port, subprocess_database_url, superuser_token
 from tests.workers import gunicorn_server
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -27,7 +27,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.utils import ConnectionHandler
 
 from onboarding import dbwatch
-from tests.mosquitto import free_port
+from tests.helpers import free_port
 from tests.tcp_proxy import FreezableProxy, freezable_proxy
 from tests.workers import gunicorn_server
 

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from tests.helpers import free_port
 from tests.test_settings import _SETTINGS_VARIABLES, ROOT, manage
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -238,12 +239,6 @@ def test_a_process_without_the_ca_passphrase(tmp_path: Path) -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _get(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
     """One request, straight to the socket: no proxy from the environment, no redirect followed."""
     parts = urlsplit(url)
@@ -259,7 +254,7 @@ def _get(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]
 @pytest.mark.slow
 def test_gunicorn_serves_the_portal_static_files_and_metrics(tmp_path: Path) -> None:
     env = _prepared(tmp_path)
-    port = _free_port()
+    port = free_port()
     token = secrets.token_urlsafe(32)
     env.update(
         {
@@ -340,7 +335,6 @@ def test_the_broker_container_reloads_when_the_portal_asks(
     from broker.probe import issue_sync_canary
     from broker.services import enforce_now
     from pki.services import revoke_certificate
-    from tests.mosquitto import free_port
 
     port = free_port()
     directory = tmp_path / "broker"

@@ -12,7 +12,7 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from pki.keystore import CertificateAuthority
-from tests.mosquitto import free_port
+from tests.helpers import free_port
 
 NOT_CONFIGURED = {
     "status": "not_configured",

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PREPARE = ROOT / ".ci" / "prepare"
@@ -32,12 +33,6 @@ SUITE_PACKAGES = [
     "nodejs",
 ]
 RUNNING_REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class FakeDebian:

@@ -11,7 +11,6 @@ import datetime as dt
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +32,7 @@ from devices.tasks import PROVISION_ATTEMPTS, provision_device_task
 from onboarding.sealing import SealBroken, unseal
 from pki.keystore import CertificateAuthority, forget_loaded_ca
 from pki.models import Certificate
-from tests.helpers import open_bundle
+from tests.helpers import free_port, open_bundle
 from tests.workers import REDIS_URL, celery_worker, worker_environment
 
 # Workers see only committed rows.
@@ -256,12 +255,6 @@ def test_transient_failures_are_retried_then_the_device_is_failed(
     device = Device.objects.get(pk=answer["id"])
     assert device.status == "failed"
     assert "could not connect" in device.failure_reason
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_with_redis_stopped_register_is_503_and_leaves_nothing(

@@ -35,14 +35,13 @@ from pki.keystore import CertificateAuthority, forget_loaded_ca
 from pki.models import Certificate
 from pki.profiles import KeyType
 from pki.services import initialize_ca
-from tests.helpers import subprocess_database_url
+from tests.helpers import free_port, subprocess_database_url
 from tests.mosquitto import (
     Broker,
     Credentials,
     DeviceClient,
     configured_broker,
     credentials_from_answer,
-    free_port,
     stop_mosquitto,
 )
 from tests.workers import REDIS_URL, celery_worker, gunicorn_server, worker_environment

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_make_run import free_port
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 KEEP = {"PATH", "HOME", "LANG", "TMPDIR"}

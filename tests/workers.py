@@ -17,8 +17,7 @@ import httpx
 import pytest
 from django.conf import settings
 
-from tests.helpers import subprocess_database_url
-from tests.mosquitto import free_port
+from tests.helpers import free_port, subprocess_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
