@@ -14,8 +14,8 @@ from django_otp.admin import OTPAdminSite
 from accounts import roles
 from accounts.models import ApiToken
 from accounts.services import revoke_api_token
-from onboarding.addresses import client_address
-from onboarding.admin import ReadOnlyAdmin
+from kernel.addresses import client_address
+from kernel.admin import ReadOnlyAdmin
 
 VIEW_TOKENS = "accounts.view_apitoken"
 REVOKE_TOKENS = "accounts.revoke_apitoken"

@@ -15,7 +15,7 @@ from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from accounts.models import ApiToken, token_digest
-from onboarding.addresses import client_address
+from kernel.addresses import client_address
 
 # Writing last_used_at on every request would turn reads into writes; once a minute is enough.
 LAST_USED_RESOLUTION_SECONDS = 60

@@ -11,7 +11,7 @@ from django_otp.admin import OTPAdminAuthenticationForm
 
 from audit.models import AuditAction
 from audit.services import record
-from onboarding.addresses import client_address
+from kernel.addresses import client_address
 
 
 def second_factor_failed(request: HttpRequest, user: Any, *, form: str) -> None:

@@ -5,7 +5,7 @@ from auditlog.models import LogEntry
 from django.contrib import admin
 
 from audit.models import AuditEvent
-from onboarding.admin import ReadOnly, ReadOnlyAdmin
+from kernel.admin import ReadOnly, ReadOnlyAdmin
 
 
 @admin.register(AuditEvent)

@@ -11,7 +11,7 @@ from django_otp.forms import otp_verification_failed
 
 from audit.models import AuditAction
 from audit.services import record
-from onboarding.addresses import client_address
+from kernel.addresses import client_address
 
 
 def _address(request: HttpRequest | None) -> str | None:

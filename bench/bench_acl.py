@@ -20,7 +20,7 @@ from bench.common import mean, report, timed
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from broker.acl import check_acl, render_acl
-from onboarding.fs import write_atomically
+from kernel.fs import write_atomically
 
 SIZES = [int(size) for size in sys.argv[1:]] or [10_000, 100_000, 1_000_000]
 REVOKED_SHARE = 0.10

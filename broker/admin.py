@@ -10,7 +10,7 @@ from django.http import HttpRequest
 
 from broker.models import AclRule, BrokerSync, PendingChange
 from broker.services import queue_changes
-from onboarding.admin import ReadOnlyAdmin
+from kernel.admin import ReadOnlyAdmin
 
 
 @admin.register(AclRule)

@@ -33,9 +33,9 @@ from broker.acl import ExtraRule, check_acl, render_acl
 from broker.address import pid_file
 from broker.models import AclRule, BrokerSync, PendingChange
 from broker.probe import REVOKED, UNREACHABLE, SyncCanary, await_refusal, identity_files, unreachable_reason
-from onboarding.errors import ServiceError
-from onboarding.fs import write_atomically
-from onboarding.locks import exclusive_lock, lock_if_free
+from kernel.errors import ServiceError
+from kernel.fs import write_atomically
+from kernel.locks import exclusive_lock, lock_if_free
 from pki.errors import CRLPublicationError
 from pki.keystore import get_ca, keystore
 from pki.models import Certificate, CertificatePurpose, CertificateStatus

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from onboarding.logs import RedactSecrets
+from kernel.logs import RedactSecrets
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))

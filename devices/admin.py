@@ -21,9 +21,9 @@ from accounts import roles
 from broker.services import revocation_effect
 from devices import services
 from devices.models import Device, DeviceStatus, DownloadAttempt, DownloadLink
-from onboarding.addresses import client_address
-from onboarding.admin import ReadOnly, ReadOnlyAdmin
-from onboarding.errors import ServiceError
+from kernel.addresses import client_address
+from kernel.admin import ReadOnly, ReadOnlyAdmin
+from kernel.errors import ServiceError
 from pki.models import Certificate, CertificateStatus
 from pki.profiles import KeyType, RevocationReason
 

@@ -29,8 +29,8 @@ from broker.address import public_address
 from broker.rules import default_rules
 from devices.bundles import BundleContents, build_bundle, new_bundle_password
 from devices.models import Device, DeviceStatus, DownloadAttempt, DownloadLink, DownloadOutcome
-from onboarding.errors import ServiceError
-from onboarding.fs import write_atomically
+from kernel.errors import ServiceError
+from kernel.fs import write_atomically
 from pki.keystore import get_ca
 from pki.models import Certificate
 from pki.profiles import PrivateKey, private_key_pem, serial_hex

@@ -37,8 +37,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from devices.models import IdempotentRequest
-from onboarding.errors import ServiceError
-from onboarding.locks import forget_lock, lock_if_free
+from kernel.errors import ServiceError
+from kernel.locks import forget_lock, lock_if_free
 
 HEADER = "Idempotency-Key"
 # Keys must carry enough entropy that the stored answer cannot be decrypted by guessing them.

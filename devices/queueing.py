@@ -16,7 +16,7 @@ import redis
 from django.conf import settings
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from onboarding.errors import ServiceError
+from kernel.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 

@@ -51,9 +51,9 @@ from devices.errors import (
 )
 from devices.models import Device, DeviceStatus, DownloadLink
 from devices.queueing import QUEUE_ERRORS, TaskQueueUnavailable, enqueue, queue_redis
-from onboarding.errors import ServiceError
-from onboarding.locks import LockTimeout, exclusive_lock
-from onboarding.sealing import seal, unseal
+from kernel.errors import ServiceError
+from kernel.locks import LockTimeout, exclusive_lock
+from kernel.sealing import seal, unseal
 from pki.errors import PKIError
 from pki.models import Certificate, CertificateStatus
 from pki.profiles import KeyType, ParsedCSR, PrivateKey, RevocationReason, parse_csr

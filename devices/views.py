@@ -26,9 +26,9 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from devices.delivery import check_link, download_bundle
-from onboarding.addresses import client_address
+from kernel.addresses import client_address
+from kernel.errors import ServiceError
 from onboarding.api import error_body, error_responses
-from onboarding.errors import ServiceError
 
 NEXT_STEP = {
     "unknown_link": "Check that the whole link was copied; links are long.",

@@ -25,7 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts.authentication import ApiTokenAuthentication
-from onboarding.errors import ServiceError
+from kernel.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ def _catch_up_broker_at_start(sender: Any, **kwargs: Any) -> None:
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _watch_database_calls(**kwargs: Any) -> None:
     """A worker's database calls are bounded by DATABASE_READ_TIMEOUT_SECONDS, as the web
-    process's are (onboarding/dbwatch.py): in the main process (solo and thread pools) and in
+    process's are (kernel/dbwatch.py): in the main process (solo and thread pools) and in
     each forked pool process, which starts its own watchdog thread."""
-    from onboarding import dbwatch
+    from kernel import dbwatch
 
     dbwatch.enable()

@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from onboarding.addresses import client_address
+from kernel.addresses import client_address
 from onboarding.api import error_body
 
 # docs/deployment.md "Metrics" lists these; dashboards and alerts depend on the names.

@@ -194,7 +194,7 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASE_CONNECT_TIMEOUT_SECONDS: int = env.int("DATABASE_CONNECT_TIMEOUT_SECONDS", default=3)
 DATABASE_STATEMENT_TIMEOUT_SECONDS: float = env.float("DATABASE_STATEMENT_TIMEOUT_SECONDS", default=30.0)
 DATABASE_LOCK_TIMEOUT_SECONDS: float = env.float("DATABASE_LOCK_TIMEOUT_SECONDS", default=5.0)
-# The client-side bound on each database call of a web or worker process (onboarding/dbwatch.py):
+# The client-side bound on each database call of a web or worker process (kernel/dbwatch.py):
 # a server that freezes under an open connection is not bounded by anything else. Below the
 # 10 s a request may take; far above the longest legitimate statement (CRL publication).
 DATABASE_READ_TIMEOUT_SECONDS: float = env.float("DATABASE_READ_TIMEOUT_SECONDS", default=8.0)
@@ -231,8 +231,8 @@ if "redis" in CACHES["default"]["BACKEND"].lower():
         {"socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS, "socket_timeout": REDIS_TIMEOUT_SECONDS}
     )
 if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
-    # The same cache, whose outage is 503 `cache_unavailable` instead of 500 (onboarding/cache.py).
-    CACHES["default"]["BACKEND"] = "onboarding.cache.RedisCache"
+    # The same cache, whose outage is 503 `cache_unavailable` instead of 500 (kernel/cache.py).
+    CACHES["default"]["BACKEND"] = "kernel.cache.RedisCache"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -393,7 +393,7 @@ AXES_FAILURE_LIMIT: int = env.int("LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = datetime.timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=30))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
-AXES_CLIENT_IP_CALLABLE = "onboarding.addresses.client_address"
+AXES_CLIENT_IP_CALLABLE = "kernel.addresses.client_address"
 # Failed API token authentications (unknown, expired or revoked tokens) are counted per client
 # address (accounts.authentication): past the limit within the window, that address gets 429
 # for every token until the window ends, so guessing is slow and nobody is locked out for long.
@@ -545,9 +545,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "onboarding.logs.JsonFormatter"},
+        "json": {"()": "kernel.logs.JsonFormatter"},
     },
-    "filters": {"redact_secrets": {"()": "onboarding.logs.RedactSecrets"}},
+    "filters": {"redact_secrets": {"()": "kernel.logs.RedactSecrets"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",

@@ -17,7 +17,7 @@ def _watch_database_calls() -> None:
     """Each database call of the web process is bounded by DATABASE_READ_TIMEOUT_SECONDS (a
     server frozen under a kept connection answers 503 in time). Here and in Celery workers only:
     migrations and management commands may run long statements."""
-    from onboarding import dbwatch
+    from kernel import dbwatch
 
     dbwatch.enable()
 

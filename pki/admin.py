@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from onboarding.admin import ReadOnlyAdmin
+from kernel.admin import ReadOnlyAdmin
 from pki.models import Certificate, CertificateRevocationList
 
 

@@ -37,8 +37,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from onboarding.fs import write_atomically
-from onboarding.locks import exclusive_lock
+from kernel.fs import write_atomically
+from kernel.locks import exclusive_lock
 from pki.errors import PKIError
 from pki.keystore import forget_loaded_ca, get_ca, keystore
 from pki.models import Certificate, CertificateRevocationList, CertificateStatus

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from onboarding.errors import ServiceError
+from kernel.errors import ServiceError
 
 
 class PKIError(ServiceError):

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from django.conf import settings
 
-from onboarding.fs import write_new_private_file
+from kernel.fs import write_new_private_file
 from pki.errors import CAAlreadyExists, CAKeyError, CANotInitialized
 from pki.profiles import PrivateKey, private_key_pem
 

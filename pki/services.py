@@ -25,8 +25,8 @@ from django.db.models import CharField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from onboarding.fs import write_atomically
-from onboarding.locks import exclusive_lock
+from kernel.fs import write_atomically
+from kernel.locks import exclusive_lock
 from pki.errors import CAKeyError, CertificateLintError, CRLPublicationError, PKIError
 from pki.keystore import CertificateAuthority, forget_loaded_ca, get_ca, keystore
 from pki.lint import lint_certificate

@@ -34,9 +34,9 @@ from django.utils import timezone
 
 from devices import services
 from devices.models import Device
+from kernel.errors import ServiceError
 from onboard_cli import text_rules
 from onboard_cli.text_rules import safe_row  # the same cells as `onboard bulk-register` writes
-from onboarding.errors import ServiceError
 from pki.profiles import KeyType
 from portal import sealed
 from portal.models import BulkJob, BulkJobStatus, BulkResult

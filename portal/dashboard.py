@@ -11,7 +11,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from broker.models import BrokerSync
 from devices.models import Device, DeviceStatus
-from onboarding.errors import ServiceError
+from kernel.errors import ServiceError
 from pki.crl import read_published_crl
 from pki.keystore import get_ca
 from pki.models import Certificate, CertificatePurpose, CertificateRevocationList, ExpiryAlert

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.contrib import auth, messages
 from django.http import HttpRequest, HttpResponse
 
-from onboarding.addresses import client_address
+from kernel.addresses import client_address
 
 SIGNED_IN_AT = "portal_signed_in_at"
 LAST_SEEN_AT = "portal_last_seen_at"

@@ -2,7 +2,7 @@
 
 The server keeps the ciphertext and gives the key to the browser (an HttpOnly cookie), or the
 other way round; neither half alone reveals anything, and the server-side half is deleted
-when the secret has been shown. Unlike `onboarding.sealing`, the key is not derived from
+when the secret has been shown. Unlike `kernel.sealing`, the key is not derived from
 SECRET_KEY: a stolen database plus SECRET_KEY still opens nothing.
 """
 
@@ -12,7 +12,7 @@ import base64
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from onboarding.sealing import Unreadable, decrypt, encrypt
+from kernel.sealing import Unreadable, decrypt, encrypt
 
 __all__ = ["Unreadable", "decode_key", "decrypt", "encode_key", "encrypt", "new_key"]
 

@@ -108,7 +108,7 @@ def lock_held_elsewhere(name: str) -> Iterator[None]:
 
     from django.db import connection
 
-    from onboarding.locks import exclusive_lock
+    from kernel.locks import exclusive_lock
 
     taken, release = threading.Event(), threading.Event()
 

@@ -79,7 +79,7 @@ def test_the_trail_is_append_only(operator_api: APIClient, verified_login: Any, 
 def test_forwarded_addresses_are_trusted_only_from_configured_proxies(settings: Any) -> None:
     from django.test import RequestFactory
 
-    from onboarding.addresses import client_address
+    from kernel.addresses import client_address
 
     request = RequestFactory().get("/", REMOTE_ADDR="10.0.0.5", HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.4")
     assert client_address(request) == "10.0.0.5"  # no trusted proxy: the header is ignored

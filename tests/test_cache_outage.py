@@ -21,7 +21,7 @@ from django.urls import get_resolver
 
 from accounts.services import create_api_token
 from devices.models import Device, DeviceStatus
-from onboarding.cache import CacheUnavailable
+from kernel.cache import CacheUnavailable
 from tests.helpers import free_port
 from tests.portal_support import restore_roles
 from tests.redis_server import RedisServer, own_redis

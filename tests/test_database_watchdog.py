@@ -1,5 +1,5 @@
 """Issue #16, item 1: PostgreSQL frozen under an OPEN connection (kept between requests) answers
-503 `database_unavailable` within 10 s; the client-side watchdog (onboarding/dbwatch.py) cuts a
+503 `database_unavailable` within 10 s; the client-side watchdog (kernel/dbwatch.py) cuts a
 database call that overruns DATABASE_READ_TIMEOUT_SECONDS.
 
 All against the machine's PostgreSQL (127.0.0.1:5432). "Frozen" is tests/tcp_proxy.py's relay
@@ -26,7 +26,7 @@ from django.db import OperationalError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.utils import ConnectionHandler
 
-from onboarding import dbwatch
+from kernel import dbwatch
 from tests.helpers import free_port
 from tests.tcp_proxy import FreezableProxy, freezable_proxy
 from tests.workers import gunicorn_server

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from onboarding.fs import write_atomically
+from kernel.fs import write_atomically
 from tests.helpers import lock_held_elsewhere
 
 
@@ -46,7 +46,7 @@ def _hold_lock(lock_dir: str, name: str, log: str, hold_seconds: float) -> None:
 
     django.setup()
     settings.LOCK_DIR = Path(lock_dir)
-    from onboarding.locks import exclusive_lock
+    from kernel.locks import exclusive_lock
 
     with exclusive_lock(name):
         with open(log, "a") as handle:
@@ -76,7 +76,7 @@ def test_lock_serialises_separate_processes(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_lock_is_reentrant_in_one_thread(settings, tmp_path: Path, db) -> None:
-    from onboarding.locks import exclusive_lock
+    from kernel.locks import exclusive_lock
 
     settings.LOCK_DIR = tmp_path
     with exclusive_lock("crl"), exclusive_lock("crl"):
@@ -90,7 +90,7 @@ def _hold_database_lock(log: str, hold_seconds: float) -> None:
     django.setup()
     from django.db import connection
 
-    from onboarding.locks import exclusive_lock
+    from kernel.locks import exclusive_lock
 
     with exclusive_lock("crl"):
         if connection.vendor == "postgresql":
@@ -144,7 +144,7 @@ def test_processes_serialise_through_the_lock_their_database_calls_for(
 
 
 def test_a_lock_held_elsewhere_times_out_with_a_clear_error(settings: Any, tmp_path: Path, db: Any) -> None:
-    from onboarding.locks import LockTimeout, exclusive_lock
+    from kernel.locks import LockTimeout, exclusive_lock
 
     settings.LOCK_DIR = tmp_path
     settings.LOCK_TIMEOUT_SECONDS = 0.3

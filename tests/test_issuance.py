@@ -342,7 +342,7 @@ def test_crl_numbering_follows_a_crl_put_in_place_by_someone_else(
     (another process, or a CA directory restored from a backup, replaced the file since)."""
     from cryptography.hazmat.primitives import serialization
 
-    from onboarding.fs import write_atomically
+    from kernel.fs import write_atomically
     from pki.keystore import get_ca
     from pki.profiles import build_crl
 

@@ -16,7 +16,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from accounts.services import create_api_token
-from onboarding.logs import JsonFormatter, RedactSecrets, redact
+from kernel.logs import JsonFormatter, RedactSecrets, redact
 from pki.keystore import CertificateAuthority
 
 
@@ -25,7 +25,7 @@ def test_logging_settings_use_the_filter_and_the_chosen_format() -> None:
     handler = config["handlers"]["console"]
     assert handler["filters"] == ["redact_secrets"]
     assert handler["formatter"] == django_settings.LOG_FORMAT
-    assert config["formatters"]["json"] == {"()": "onboarding.logs.JsonFormatter"}
+    assert config["formatters"]["json"] == {"()": "kernel.logs.JsonFormatter"}
 
 
 def test_json_lines_carry_level_logger_message_extras_and_exception() -> None:

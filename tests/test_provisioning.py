@@ -29,7 +29,7 @@ from broker.models import BrokerSync, PendingChange
 from devices import services
 from devices.models import Device, DownloadLink
 from devices.tasks import PROVISION_ATTEMPTS, provision_device_task
-from onboarding.sealing import SealBroken, unseal
+from kernel.sealing import SealBroken, unseal
 from pki.keystore import CertificateAuthority, forget_loaded_ca
 from pki.models import Certificate
 from tests.helpers import free_port, open_bundle

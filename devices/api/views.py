@@ -30,7 +30,7 @@ from devices.api.serializers import (
 )
 from devices.models import Device
 from devices.queueing import TaskQueueUnavailable
-from onboarding.addresses import client_address
+from kernel.addresses import client_address
 from onboarding.api import StrictOrderingFilter, error_responses, list_parameters
 from pki.profiles import KeyType, RevocationReason
 

@@ -35,7 +35,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from accounts.forms import second_factor_failed
 from audit.models import AuditAction
 from audit.services import record
-from onboarding.addresses import client_address
+from kernel.addresses import client_address
 from portal.access import is_verified
 from portal.forms import CodeForm, PasswordForm
 from portal.middleware import pop_timeout_notice

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import roles
-from onboarding.addresses import client_address
+from kernel.addresses import client_address
 from portal import bulk, sealed
 from portal.access import portal_view
 from portal.forms import BulkUploadForm

@@ -27,8 +27,8 @@ from devices import services
 from devices.delivery import IssuedBundle
 from devices.errors import DeviceNotFound, HardwareIdConflict
 from devices.models import Device, DeviceStatus
-from onboarding.addresses import client_address
-from onboarding.errors import ServiceError
+from kernel.addresses import client_address
+from kernel.errors import ServiceError
 from pki.profiles import KeyType, RevocationReason
 from portal import dashboard as dashboard_data
 from portal import reveal, submissions

@@ -22,8 +22,8 @@ from broker.config import BrokerConfig, render_mosquitto_conf
 from broker.models import BrokerListener
 from broker.probe import create_probe_identities
 from broker.services import DYNSEC_ADMIN, copy_crl_to_broker, sync_broker
-from onboarding.errors import ServiceError
-from onboarding.fs import write_atomically
+from kernel.errors import ServiceError
+from kernel.fs import write_atomically
 from pki.keystore import get_ca
 from pki.models import Certificate, CertificatePurpose
 from pki.profiles import EndEntityProfile, KeyType, RevocationReason

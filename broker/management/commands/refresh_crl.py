@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from broker.services import refresh_crl
-from onboarding.errors import ServiceError
+from kernel.errors import ServiceError
 
 
 class Command(BaseCommand):

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from onboarding.fs import write_new_private_file
+from kernel.fs import write_new_private_file
 from pki.backup import export_ca
 from pki.errors import PKIError
 from pki.management.backup_passphrase import add_passphrase_arguments, backup_passphrase

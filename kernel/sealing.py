@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 
-from onboarding.errors import ServiceError
+from kernel.errors import ServiceError
 
 NONCE_BYTES = 12
 VERSION = b"v1:"

@@ -15,7 +15,7 @@ from typing import Any
 import redis
 from django.core.cache.backends import redis as django_redis
 
-from onboarding.errors import ServiceError
+from kernel.errors import ServiceError
 
 
 class CacheUnavailable(ServiceError):

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from django.conf import settings
 from django.db import connection
 
-from onboarding.errors import ServiceError
+from kernel.errors import ServiceError
 
 
 class LockTimeout(ServiceError):

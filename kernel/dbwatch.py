@@ -126,7 +126,7 @@ def _install(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> Non
 def enable() -> None:
     """Watch every PostgreSQL connection this process opens from now on (and this thread's open
     ones). Idempotent."""
-    connection_created.connect(_install, dispatch_uid="onboarding.dbwatch")
+    connection_created.connect(_install, dispatch_uid="kernel.dbwatch")
     for connection in connections.all(initialized_only=True):
         if connection.connection is not None:
             _install(None, connection)
@@ -134,7 +134,7 @@ def enable() -> None:
 
 def disable() -> None:
     """Stop watching connections opened from now on (tests)."""
-    connection_created.disconnect(dispatch_uid="onboarding.dbwatch")
+    connection_created.disconnect(dispatch_uid="kernel.dbwatch")
 
 
 def _ensure_watchdog() -> None:
