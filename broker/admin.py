@@ -8,8 +8,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from broker.dispatch import queue_changes, tell_broker
 from broker.models import AclRule, BrokerSync, PendingChange
-from broker.services import queue_changes
 from kernel.admin import ReadOnlyAdmin
 
 
@@ -40,8 +40,6 @@ class AclRuleAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 def _changed(devices: set[Any]) -> None:
     """Record the devices' changes with the rule (the admin's transaction), then, once it has
     committed, push them to the broker: a sync must not read the database before the commit."""
-    from devices.services import tell_broker  # devices.services imports the broker app
-
     queue_changes(devices)
     transaction.on_commit(partial(tell_broker, ()))
 

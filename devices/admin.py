@@ -1,6 +1,6 @@
 """Devices in the admin: list, filters, search, certificate history, and the workflows as actions.
 
-Nothing here edits a device by hand: revoke, re-issue and new links call `devices.services`,
+Nothing here edits a device by hand: revoke, re-issue and new links call the device workflows,
 each allowed by the role's permission (accounts.roles); links and download records are
 read-only history.
 """
@@ -18,8 +18,8 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from accounts import roles
-from broker.services import revocation_effect
-from devices import services
+from broker.dispatch import revocation_effect
+from devices.lifecycle import get_device, issue_new_bundle, reissue_device, revoke_device
 from devices.models import Device, DeviceStatus, DownloadAttempt, DownloadLink
 from kernel.addresses import client_address
 from kernel.admin import ReadOnly, ReadOnlyAdmin
@@ -126,9 +126,7 @@ class DeviceAdmin(ReadOnlyAdmin):
             done = 0
             for device in devices:
                 try:
-                    services.revoke_device(
-                        device, reason, actor=request.user, address=client_address(request)
-                    )
+                    revoke_device(device, reason, actor=request.user, address=client_address(request))
                     done += 1
                 except ServiceError as error:
                     self.message_user(request, f"{device.name}: {error.message}", messages.ERROR)
@@ -166,15 +164,11 @@ class DeviceAdmin(ReadOnlyAdmin):
         for device in queryset:
             try:
                 if rotate:
-                    registration = services.reissue_device(
-                        device, actor=request.user, address=client_address(request)
-                    )
+                    registration = reissue_device(device, actor=request.user, address=client_address(request))
                     handed.append(credential_for(registration.device, registration.bundle))
                 else:
-                    bundle = services.issue_new_bundle(
-                        device, actor=request.user, address=client_address(request)
-                    )
-                    handed.append(credential_for(services.get_device(device.id), bundle))
+                    bundle = issue_new_bundle(device, actor=request.user, address=client_address(request))
+                    handed.append(credential_for(get_device(device.id), bundle))
             except ServiceError as error:
                 self.message_user(request, f"{device.name}: {error.message}", messages.ERROR)
         if not handed:

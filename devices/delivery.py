@@ -25,8 +25,7 @@ from django.utils import timezone
 
 from audit import services as audit
 from audit.models import AuditAction
-from broker.address import public_address
-from broker.rules import default_rules
+from broker.dispatch import default_rules, public_address
 from devices.bundles import BundleContents, build_bundle, new_bundle_password
 from devices.models import Device, DeviceStatus, DownloadAttempt, DownloadLink, DownloadOutcome
 from kernel.errors import ServiceError

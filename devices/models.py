@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Prefetch
 from django.utils import timezone
+
+from audit.models import AuditAction
+from audit.services import record
+from pki.profiles import RevocationReason
 
 if TYPE_CHECKING:
     from pki.models import Certificate
@@ -63,6 +67,13 @@ class DeviceQuerySet(models.QuerySet["Device"]):
             pk__in=Certificate.objects.expiring(days, now).filter(device__isnull=False).values("device_id")
         )
 
+    def return_to_failed(self, reason: str) -> int:
+        """Those still pending go back to failed with `reason`: the undo of a retry whose task
+        was never sent. No audit event: the failure was audited when it happened."""
+        return self.filter(status=DeviceStatus.PENDING).update(
+            status=DeviceStatus.FAILED, failure_reason=reason, updated_at=timezone.now()
+        )
+
 
 class Device(models.Model):
     """A device of the fleet. Its UUID is its identity everywhere: certificate CN and MQTT username."""
@@ -104,6 +115,47 @@ class Device(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.id})"
+
+    # State changes: each saves the fields it changes and writes its audit event, inside the
+    # caller's transaction. The cryptography (signing, the CRL) stays in the workflows.
+
+    def activate(self, certificate: Certificate, *, actor: Any = None, address: str | None = None) -> None:
+        """The last step of registration: the device becomes active and holds its broker rights,
+        and its registration is audited. A device inserted active (registered in the request)
+        is not written again.
+
+        The default rights (`devices/{id}/#`) follow from the active certificate alone, so there
+        is nothing more to write here until a device has rules of its own.
+        """
+        if self.status != DeviceStatus.ACTIVE:
+            self.status = DeviceStatus.ACTIVE
+            self.failure_reason = ""
+            self.save(update_fields=["status", "failure_reason", "updated_at"])
+        record(
+            AuditAction.DEVICE_REGISTERED, actor=actor, address=address, device_id=self.id,
+            serial=certificate.serial, key_type=certificate.key_type,
+        )  # fmt: skip
+
+    def mark_failed(self, reason: str) -> None:
+        """Provisioning failed: a reason an operator can act on (a retry starts again)."""
+        self.status = DeviceStatus.FAILED
+        self.failure_reason = reason
+        self.save(update_fields=["status", "failure_reason", "updated_at"])
+        record(AuditAction.DEVICE_PROVISIONING_FAILED, device_id=self.id, reason=reason)
+
+    def mark_pending(self) -> None:
+        """A failed device tried again: pending, its old reason cleared (audited by its outcome)."""
+        self.status = DeviceStatus.PENDING
+        self.failure_reason = ""
+        self.save(update_fields=["status", "failure_reason", "updated_at"])
+
+    def revoke(self, reason: RevocationReason, *, actor: Any = None, address: str | None = None) -> None:
+        """The device is revoked (its certificates are revoked on the CRL by the workflow)."""
+        self.status = DeviceStatus.REVOKED
+        self.save(update_fields=["status", "updated_at"])
+        record(
+            AuditAction.DEVICE_REVOKED, actor=actor, address=address, device_id=self.id, reason=reason.value
+        )
 
     @property
     def current_certificate(self) -> Certificate | None:

@@ -9,6 +9,9 @@ from celery.signals import worker_init, worker_process_init, worker_ready
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "onboarding.settings")
 
 app = Celery("onboarding")
+# The app of every thread, not only of the one that made it: kernel.tasks sends and runs tasks
+# through `celery.current_app` (the broker catch-up runs in a thread of each web process).
+app.set_default()
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

@@ -22,6 +22,7 @@ from broker.address import broker_set_up
 from broker.probe import UNREACHABLE, probe_broker, probe_configured
 from broker.services import broker_drift
 from kernel.errors import ServiceError
+from kernel.tasks import tasks_run_in_process
 from onboarding.api import error_responses
 from pki.crl import read_published_crl
 from pki.errors import PKIError
@@ -117,7 +118,7 @@ def check_data_dir() -> CheckResult:
 
 
 def check_task_queue() -> CheckResult:
-    if settings.CELERY_TASK_ALWAYS_EAGER:
+    if tasks_run_in_process():
         return _ok(mode="in-process")
     from onboarding.celery import app
 

@@ -494,12 +494,12 @@ CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
     "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 }
 # Broker changes from workers are pushed once per burst: the first change schedules a sync
-# this many seconds later, and changes until it starts ride along (devices.services).
+# this many seconds later, and changes until it starts ride along (broker.dispatch).
 BROKER_SYNC_DEBOUNCE_SECONDS: float = env.float("BROKER_SYNC_DEBOUNCE_SECONDS", default=0.2)
 BROKER_SYNC_MARKER_SECONDS = 60
 # A broker sync that failed asks again this much later (the changes stay pending meanwhile).
 BROKER_SYNC_RETRY_SECONDS: float = env.float("BROKER_SYNC_RETRY_SECONDS", default=30)
-# The broker catch-up (devices.services.catch_up_broker) brings the broker in step with changes
+# The broker catch-up (broker.dispatch.catch_up_broker) brings the broker in step with changes
 # a crashed process committed but never pushed: at the start of every web and worker process
 # (BROKER_CATCH_UP_AT_START), then every BROKER_CATCH_UP_SECONDS (celery beat; without workers,
 # a thread of each web process). Revocation must reach the broker within a minute unattended.

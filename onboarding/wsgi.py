@@ -46,7 +46,8 @@ def _catch_up_broker() -> None:
     from django.conf import settings
     from django.db import connection
 
-    from devices.services import catch_up_broker, tasks_run_in_process
+    from broker.dispatch import catch_up_broker
+    from kernel.tasks import tasks_run_in_process
 
     here = tasks_run_in_process()
     while True:

@@ -32,8 +32,8 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
 
-from devices import services
 from devices.models import Device
+from devices.registration import RegistrationRequest, register_device
 from kernel.errors import ServiceError
 from onboard_cli import text_rules
 from onboard_cli.text_rules import safe_row  # the same cells as `onboard bulk-register` writes
@@ -253,8 +253,8 @@ def _register_row(job: BulkJob, row: dict[str, Any]) -> dict[str, Any]:
     outcome: dict[str, Any] = dict.fromkeys(RESULT_COLUMNS, "")
     outcome.update(line=row["line"], name=row["name"], hardware_id=row["hardware_id"])
     try:
-        registration = services.register_device(
-            services.RegistrationRequest(
+        registration = register_device(
+            RegistrationRequest(
                 name=row["name"],
                 hardware_id=row["hardware_id"] or None,
                 key_type=KeyType(row["key_type"]),

@@ -17,7 +17,7 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "onboarding.settings")
 django.setup()
 
-from devices import services  # noqa: E402 - after Django is set up
+from devices import registration  # noqa: E402 - after Django is set up
 from pki.services import sign_certificate  # noqa: E402
 
 _sign = sign_certificate
@@ -29,7 +29,7 @@ def _stalled_sign(*args: Any, **kwargs: Any) -> Any:
     return _sign(*args, **kwargs)
 
 
-setattr(services, "sign_certificate", _stalled_sign)  # noqa: B010 - the name the workflow calls
+setattr(registration, "sign_certificate", _stalled_sign)  # noqa: B010 - the name the workflow calls
 
 if __name__ == "__main__":
     from celery.__main__ import main

@@ -18,8 +18,8 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from accounts.services import create_api_token
-from devices import services
 from devices.models import Device, DeviceStatus, DownloadLink
+from devices.registration import RegistrationRequest, register_device
 from pki.models import Certificate
 from pki.profiles import KeyType
 from tests.portal_support import signed_in
@@ -44,7 +44,7 @@ for row in EXPECTED.values():
 
 
 def register(name: str) -> Device:
-    return services.register_device(services.RegistrationRequest(name=name, key_type=KeyType.EC_P256)).device
+    return register_device(RegistrationRequest(name=name, key_type=KeyType.EC_P256)).device
 
 
 def admin_pages_open(client: Client, device: Device) -> bool:

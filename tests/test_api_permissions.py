@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from devices import services
 from devices.models import Device
+from devices.registration import RegistrationRequest, register_device
 from pki.keystore import CertificateAuthority
 from pki.profiles import KeyType
 
@@ -71,9 +71,7 @@ def test_permission_matrix(
     body: dict[str, Any] | None,
     expected: dict[str | None, int],
 ) -> None:
-    device = services.register_device(
-        services.RegistrationRequest(name="target", key_type=KeyType.EC_P256)
-    ).device
+    device = register_device(RegistrationRequest(name="target", key_type=KeyType.EC_P256)).device
     client = client_for(role, token_client)
     path = template.format(id=device.id)
     response = (

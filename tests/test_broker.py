@@ -592,3 +592,11 @@ def test_dynsec_a_crl_copied_but_never_loaded_is_reloaded_by_the_next_change(
     while DeviceClient(mosquitto, doomed).connect():
         assert time.monotonic() < deadline, "the revoked certificate is still let in"
         time.sleep(0.05)
+
+
+def test_the_broker_names_the_revoked_state_as_the_devices_app_does() -> None:
+    """broker.dispatch finds unproven revocations by the status value, without importing devices."""
+    from broker import dispatch
+    from devices.models import DeviceStatus
+
+    assert DeviceStatus.REVOKED.value == dispatch.REVOKED

@@ -198,8 +198,8 @@ def test_the_catch_up_issues_no_canary_while_nothing_answers_at_the_broker(
     """A broker that is down leaves changes pending, so every minute's catch-up finds the broker
     behind; it syncs what it can but revokes no canary and signs no CRL for a proof nobody can
     give (it added a revoked certificate and a CRL every minute)."""
+    from broker.dispatch import catch_up_broker
     from broker.services import queue_changes
-    from devices.services import catch_up_broker
     from pki.models import Certificate, CertificatePurpose, CertificateRevocationList
 
     settings.BROKER_RELOAD_COMMAND = "true"

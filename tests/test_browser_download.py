@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import pyzipper
 
-from devices import services
 from devices.models import DownloadAttempt, DownloadLink
+from devices.registration import RegistrationRequest, register_device
 from pki.profiles import KeyType
 
 # The browser, the tab and the live portal (`browser`, `page`, `portal`) come from tests/conftest.py.
@@ -45,9 +45,7 @@ def with_strict_csp(tab: Any, violations: list[str]) -> None:
 def test_open_the_link_press_the_button_get_the_zip_then_reload(
     portal: str, page: Any, tmp_path: Path
 ) -> None:
-    registration = services.register_device(
-        services.RegistrationRequest(name="boiler-7", key_type=KeyType.EC_P256)
-    )
+    registration = register_device(RegistrationRequest(name="boiler-7", key_type=KeyType.EC_P256))
     bundle = registration.bundle
     assert bundle is not None
     violations: list[str] = []

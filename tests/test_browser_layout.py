@@ -94,12 +94,13 @@ LAYOUT_PROBLEMS = r"""
 
 def seed_fleet(operator: Any, settings: Any) -> dict[str, str]:
     """Devices as a real fleet has them; returns the ids of the pages to visit."""
-    from devices import services
+    from devices.lifecycle import revoke_device
+    from devices.registration import RegistrationRequest, register_device
     from pki.profiles import KeyType, RevocationReason
 
     def register(name: str, hardware_id: str | None, **metadata: str) -> Any:
-        return services.register_device(
-            services.RegistrationRequest(
+        return register_device(
+            RegistrationRequest(
                 name=name, hardware_id=hardware_id, key_type=KeyType.EC_P256, metadata=metadata
             ),
             actor=operator,
@@ -117,7 +118,7 @@ def seed_fleet(operator: Any, settings: Any) -> dict[str, str]:
         settings.CERT_VALIDITY_DAYS = days
         register(f"meter-{index:04d}", None)
     revoked_here = register("gateway-west-entrance-backup-uplink", "GW-WEST-0001")
-    services.revoke_device(revoked_here, RevocationReason.KEY_COMPROMISE, actor=operator, address=IPV6)
+    revoke_device(revoked_here, RevocationReason.KEY_COMPROMISE, actor=operator, address=IPV6)
     revoked_by_api = register("cold-store-freezer-door-contact-0007", "CS-DOOR-0007", site="Cold store 2")
     return {"api_revoked": str(revoked_by_api.id), "revoked": str(revoked_here.id)}
 

@@ -38,17 +38,18 @@ def test_password_alone_reaches_neither_portal_nor_admin(portal: str, page: Any)
 
 
 def test_password_and_totp_sign_in_reaches_the_dashboard(portal: str, page: Any, settings: Any) -> None:
-    from devices import services
+    from devices.lifecycle import revoke_device
+    from devices.registration import RegistrationRequest, register_device
     from pki.profiles import KeyType
 
     user = staff("tina", "Operators", is_staff=True)
     # Something to show: devices whose certificates end within the chart's 30 days, one revoked.
     for index, days in enumerate([3, 9, 9, 20, 400]):
         settings.CERT_VALIDITY_DAYS = days
-        device = services.register_device(
-            services.RegistrationRequest(name=f"meter-{index}", key_type=KeyType.EC_P256), actor=user
+        device = register_device(
+            RegistrationRequest(name=f"meter-{index}", key_type=KeyType.EC_P256), actor=user
         ).device
-    services.revoke_device(device, actor=user)
+    revoke_device(device, actor=user)
     sign_in(page, portal, user)
     assert page.get_by_role("heading", name="Dashboard").is_visible()
     assert page.locator("svg.chart").is_visible()
@@ -112,12 +113,12 @@ def test_operator_registers_sees_the_password_once_and_revokes(portal: str, page
 
 
 def test_auditor_sees_history_but_cannot_revoke(portal: str, page: Any) -> None:
-    from devices import services
+    from devices.registration import RegistrationRequest, register_device
     from pki.profiles import KeyType
 
     operator = staff("olaf", "Operators", enrolled=False)
-    device = services.register_device(
-        services.RegistrationRequest(name="watched-meter", key_type=KeyType.EC_P256), actor=operator
+    device = register_device(
+        RegistrationRequest(name="watched-meter", key_type=KeyType.EC_P256), actor=operator
     ).device
     auditor = staff("audrey", "Auditors")
     sign_in(page, portal, auditor)

@@ -98,7 +98,7 @@ def _visit(page: Any, url: str) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_portal_pages_report_no_csp_violation(portal: str, page: Any, violations: list[str]) -> None:
-    from devices import services
+    from devices.registration import RegistrationRequest, register_device
     from pki.profiles import KeyType
 
     _visit(page, f"{portal}/")
@@ -110,8 +110,8 @@ def test_portal_pages_report_no_csp_violation(portal: str, page: Any, violations
     page.context.clear_cookies()
 
     user = staff("csp-admin", "Operators", is_staff=True, is_superuser=True)
-    device = services.register_device(
-        services.RegistrationRequest(name="csp-meter", key_type=KeyType.EC_P256), actor=user
+    device = register_device(
+        RegistrationRequest(name="csp-meter", key_type=KeyType.EC_P256), actor=user
     ).device
     sign_in(page, portal, user)
     for path in (

@@ -24,8 +24,9 @@ from django.conf import settings
 from django.db import connection
 from rest_framework.test import APIClient
 
-from devices import delivery, services
+from devices import delivery
 from devices.models import Device, DownloadAttempt, DownloadLink
+from devices.registration import RegistrationRequest, register_device
 from pki.keystore import CertificateAuthority, keystore
 from pki.profiles import KeyType
 from tests.helpers import make_csr, open_bundle, openssl_verify
@@ -222,9 +223,7 @@ def test_simultaneous_downloads_give_one_zip(live_server: Any, session_ca_root: 
     forget_loaded_ca()
     tokens = []
     for index in range(8):
-        registration = services.register_device(
-            services.RegistrationRequest(name=f"race-{index}", key_type=KeyType.EC_P256)
-        )
+        registration = register_device(RegistrationRequest(name=f"race-{index}", key_type=KeyType.EC_P256))
         tokens.append(registration.bundle.token)
 
     def fetch(token: str, barrier: threading.Barrier, results: list[int]) -> None:

@@ -10,8 +10,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from devices import services
 from devices.api.serializers import DeviceSerializer, device_representation
+from devices.lifecycle import get_device, reissue_device, revoke_device
 from devices.models import Device, DeviceStatus
 from pki.profiles import RevocationReason
 from tests.test_api_devices import register
@@ -20,14 +20,14 @@ from tests.test_api_devices import register
 def devices_in_every_state(client: APIClient) -> list[Device]:
     active = register(client, name="active", metadata={"site": "Ø-1", "floor": [1, 2]}).json()["id"]
     revoked = register(client, name="revoked", hardware_id="HW-revoked").json()["id"]
-    services.revoke_device(services.get_device(revoked), RevocationReason.KEY_COMPROMISE)
+    revoke_device(get_device(revoked), RevocationReason.KEY_COMPROMISE)
     reissued = register(client, name="reissued").json()["id"]
-    services.reissue_device(services.get_device(reissued))
+    reissue_device(get_device(reissued))
     anonymous = register(client, name="made by a script").json()["id"]
     Device.objects.filter(pk=anonymous).update(created_by=None)
     pending = Device.objects.create(name="pending", status=DeviceStatus.PENDING)
     failed = Device.objects.create(name="failed", status=DeviceStatus.FAILED, failure_reason="no CA")
-    return [services.get_device(key) for key in (active, revoked, reissued, anonymous, pending.pk, failed.pk)]
+    return [get_device(key) for key in (active, revoked, reissued, anonymous, pending.pk, failed.pk)]
 
 
 def test_same_answer_as_the_generic_serializer(operator_api: APIClient) -> None:
@@ -48,7 +48,7 @@ def test_same_answer_as_the_generic_serializer(operator_api: APIClient) -> None:
 def test_one_query_reads_a_device_and_its_newest_certificate(operator_api: APIClient) -> None:
     device_id = register(operator_api).json()["id"]
     with CaptureQueriesContext(connection) as queries:
-        device = services.get_device(device_id)
+        device = get_device(device_id)
         device_representation(device)
     assert len(queries.captured_queries) == 1
 

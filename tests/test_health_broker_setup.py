@@ -44,8 +44,8 @@ def test_the_start_up_catch_up_leaves_a_fresh_install_not_configured(fresh_insta
     """The web process's catch-up at start (onboarding/wsgi.py, also under runserver) finds no
     broker to catch up with: it writes no broker files and records no sync, so /health still says
     `not_configured` (it used to sync, and the sync made the broker count as set up)."""
+    from broker.dispatch import catch_up_broker
     from broker.models import BrokerSync
-    from devices.services import catch_up_broker
 
     assert catch_up_broker() == "no broker set up"
     assert not BrokerSync.objects.exists()

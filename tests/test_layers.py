@@ -104,8 +104,21 @@ def test_the_check_sees_an_upward_import() -> None:
     the project package, and the server importing the client are all upward."""
     assert is_upward("kernel.locks", "devices.models")
     assert is_upward("pki.services", "broker.services")
-    assert is_upward("devices.services", "onboarding.health")
-    assert is_upward("devices.services", "onboard_cli.main")
-    assert not is_upward("devices.services", "onboard_cli.text_rules")
-    assert not is_upward("portal.views.devices", "devices.services")
+    assert is_upward("devices.registration", "onboarding.health")
+    assert is_upward("devices.registration", "onboard_cli.main")
+    assert not is_upward("devices.registration", "onboard_cli.text_rules")
+    assert not is_upward("portal.views.devices", "devices.registration")
     assert not is_upward("onboarding.urls", "portal.views")
+
+
+def test_devices_reach_the_broker_only_through_its_interface() -> None:
+    """devices/ talks to the broker through broker.dispatch (and reads broker.models), so the
+    broker's internals can change without touching the device workflows."""
+    reached = {
+        (importer, imported)
+        for importer, imported in project_imports()
+        if importer.split(".")[0] == "devices" and imported.split(".")[0] == "broker"
+    }
+    assert {imported for _importer, imported in reached} <= {"broker.dispatch", "broker.models"}, sorted(
+        reached
+    )

@@ -18,8 +18,8 @@ import pytest
 import redis
 from cryptography import x509
 
+from broker.dispatch import SYNC_PENDING_KEY
 from broker.services import broker_drift
-from devices import services
 from devices.models import Device
 from pki.keystore import CertificateAuthority
 from pki.models import Certificate, CertificateRevocationList
@@ -91,7 +91,7 @@ def test_concurrent_registrations_and_revocations_end_consistent(
     # The debounced broker syncs have run once nothing is queued any more.
     queue = redis.Redis.from_url(REDIS_URL)
     wait_until(
-        lambda: not (queue.exists(services.SYNC_PENDING_KEY) or queue.llen("celery") or broker_drift()),
+        lambda: not (queue.exists(SYNC_PENDING_KEY) or queue.llen("celery") or broker_drift()),
         timeout=120,
         what="the broker files to match the database",
     )

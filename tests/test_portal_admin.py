@@ -9,8 +9,9 @@ import pytest
 from auditlog.models import LogEntry
 from django.test import Client
 
-from devices import services
+from devices.lifecycle import get_device, reissue_device, revoke_device
 from devices.models import Device, DeviceStatus
+from devices.registration import RegistrationRequest, register_device
 from pki.models import Certificate
 from pki.profiles import KeyType
 from tests.portal_support import signed_in
@@ -27,15 +28,13 @@ def superuser(ca: Any, make_user: Any, verified_login: Any) -> Client:
 
 
 def register(name: str, hardware_id: str | None = None, key_type: KeyType = KeyType.EC_P256) -> Device:
-    return services.register_device(
-        services.RegistrationRequest(name=name, hardware_id=hardware_id, key_type=key_type)
-    ).device
+    return register_device(RegistrationRequest(name=name, hardware_id=hardware_id, key_type=key_type)).device
 
 
 def test_list_search_and_filters(operator: Client) -> None:
     first = register("alpha", "HW-A")
     register("beta", "HW-B", KeyType.RSA2048)
-    services.revoke_device(register("gamma", "HW-C"))
+    revoke_device(register("gamma", "HW-C"))
     serial = Certificate.objects.get(device=first).serial
 
     def listed(query: str) -> set[str]:
@@ -56,7 +55,7 @@ def test_list_search_and_filters(operator: Client) -> None:
 
 def test_device_page_has_the_certificate_history_read_only(operator: Client) -> None:
     device = register("history")
-    services.reissue_device(services.get_device(device.id))
+    reissue_device(get_device(device.id))
     html = operator.get(f"/admin/devices/device/{device.id}/change/").content.decode()
     for certificate in Certificate.objects.filter(device=device):
         assert certificate.serial in html
@@ -75,7 +74,7 @@ def test_actions_hand_over_new_credentials_once(operator: Client, action: str) -
 
 def test_actions_report_what_they_cannot_do(operator: Client) -> None:
     revoked = register("gone")
-    services.revoke_device(revoked)
+    revoke_device(revoked)
     answer = operator.post(
         "/admin/devices/device/",
         {"action": "reissue_selected", "_selected_action": [str(revoked.id)]},
@@ -111,7 +110,7 @@ def test_acl_rules_are_validated(superuser: Client) -> None:
 
 def test_model_changes_are_in_the_history_with_actor_and_address(operator: Client) -> None:
     device = register("logged")
-    services.revoke_device(services.get_device(device.id))
+    revoke_device(get_device(device.id))
     entries = LogEntry.objects.get_for_object(device)
     assert entries.filter(action=LogEntry.Action.CREATE).exists()
     assert any("status" in entry.changes_dict for entry in entries.filter(action=LogEntry.Action.UPDATE))

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from devices import services
 from devices.models import Device
+from devices.registration import RegistrationRequest, register_device
 from pki.profiles import KeyType
 from portal import bulk
 from portal.models import BulkJob, BulkJobStatus, BulkResult
@@ -46,9 +46,7 @@ def test_check_reads_rows_and_metadata(db: Any) -> None:
 
 
 def test_check_reports_every_problem_with_its_line(ca: Any) -> None:
-    services.register_device(
-        services.RegistrationRequest(name="old", hardware_id="SN-OLD", key_type=KeyType.EC_P256)
-    )
+    register_device(RegistrationRequest(name="old", hardware_id="SN-OLD", key_type=KeyType.EC_P256))
     text = (
         "name,hardware_id,key_type\n"
         "ok-1,SN-1,\n"  # 2
@@ -162,9 +160,7 @@ def test_rows_that_fail_at_registration_are_reported_not_fatal(operator: Client)
     operator.post("/portal/bulk/", {"file": csv_upload("name,hardware_id\nfirst,SN-R\nsecond,SN-S\n")})
     job = BulkJob.objects.get()
     # Taken between the check and the run.
-    services.register_device(
-        services.RegistrationRequest(name="sneaky", hardware_id="SN-S", key_type=KeyType.EC_P256)
-    )
+    register_device(RegistrationRequest(name="sneaky", hardware_id="SN-S", key_type=KeyType.EC_P256))
     operator.post(f"/portal/bulk/{job.pk}/start")
     job.refresh_from_db()
     assert job.status == BulkJobStatus.FINISHED and job.done == 2 and job.failed == 1

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from devices import services
 from devices.models import Device, DeviceStatus
+from devices.registration import RegistrationRequest, register_device
 from pki.profiles import KeyType
 
 ROLES = ["anonymous", "password-only", "Operators", "Auditors", "Integrators", "superuser"]
@@ -94,9 +94,7 @@ def outcome(response: Any) -> int | str:
 
 @pytest.fixture
 def target(ca: Any) -> Device:
-    return services.register_device(
-        services.RegistrationRequest(name="target", key_type=KeyType.EC_P256)
-    ).device
+    return register_device(RegistrationRequest(name="target", key_type=KeyType.EC_P256)).device
 
 
 @pytest.mark.parametrize("role", ROLES)

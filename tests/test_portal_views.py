@@ -9,8 +9,9 @@ import pytest
 from django.test import Client
 
 from audit.models import AuditEvent
-from devices import services
+from devices.lifecycle import revoke_device
 from devices.models import Device, DeviceStatus, DownloadLink
+from devices.registration import RegistrationRequest, register_device
 from pki.keystore import CertificateAuthority
 from pki.models import Certificate, CertificateStatus
 from pki.profiles import KeyType
@@ -168,13 +169,11 @@ def test_reissue_and_new_link_show_fresh_credentials_once(operator: Client) -> N
 
 def test_device_list_searches_and_filters(operator: Client) -> None:
     for index in range(3):
-        services.register_device(
-            services.RegistrationRequest(
-                name=f"meter-{index}", hardware_id=f"HW-{index}", key_type=KeyType.EC_P256
-            )
+        register_device(
+            RegistrationRequest(name=f"meter-{index}", hardware_id=f"HW-{index}", key_type=KeyType.EC_P256)
         )
     revoked = Device.objects.get(name="meter-2")
-    services.revoke_device(revoked)
+    revoke_device(revoked)
     serial = Certificate.objects.get(device__name="meter-1").serial
 
     def names(query: str) -> set[str]:
@@ -239,7 +238,7 @@ def test_expiry_chart_buckets(ca: CertificateAuthority, settings: Any) -> None:
     from portal.dashboard import expiry_bars
 
     settings.CERT_VALIDITY_DAYS = 10
-    services.register_device(services.RegistrationRequest(name="soon", key_type=KeyType.EC_P256))
+    register_device(RegistrationRequest(name="soon", key_type=KeyType.EC_P256))
     now = dt.datetime.now(dt.UTC)
     bars, top, total = expiry_bars(now)
     assert total == 1 and [bar.count for bar in bars] == [0, 1, 0, 0, 0] and top == 1

@@ -25,9 +25,13 @@ from django.db import OperationalError
 from django.test.utils import override_settings
 from rest_framework.test import APIClient
 
+from broker import dispatch
+from broker.dispatch import SYNC_PENDING_KEY, request_broker_sync, sync_broker_debounced, tell_broker
 from broker.models import BrokerSync, PendingChange
-from devices import services
+from devices import registration
 from devices.models import Device, DownloadLink
+from devices.provisioning import provision_device
+from devices.registration import SEAL_PURPOSE
 from devices.tasks import PROVISION_ATTEMPTS, provision_device_task
 from kernel.sealing import SealBroken, unseal
 from pki.keystore import CertificateAuthority, forget_loaded_ca
@@ -140,7 +144,7 @@ def test_register_answers_202_pending_and_the_link_waits_for_the_worker(
     assert early.json()["error"]["code"] == "bundle_not_ready"
 
     [arguments] = provisioning_messages(queue)
-    assert services.provision_device(*arguments) == "active"
+    assert provision_device(*arguments) == "active"
 
     assert device_status(operator_api, answer["id"]) == "active"
     files = open_bundle(operator_api, answer)  # the password given with the 202 opens the bundle
@@ -163,17 +167,17 @@ def test_task_messages_hold_ids_and_a_sealed_password_only(
     assert device_id == answer["id"]
     assert link_id == DownloadLink.objects.get(device_id=device_id).pk
     # The sealed value is the password, readable with SECRET_KEY and bound to this link.
-    assert unseal(services.SEAL_PURPOSE, str(link_id), sealed)["password"] == answer["bundle_password"]
+    assert unseal(SEAL_PURPOSE, str(link_id), sealed)["password"] == answer["bundle_password"]
     with pytest.raises(SealBroken):
-        unseal(services.SEAL_PURPOSE, str(link_id + 1), sealed)
+        unseal(SEAL_PURPOSE, str(link_id + 1), sealed)
 
 
 def test_a_duplicated_message_signs_once(operator_api: APIClient, queue: redis.Redis) -> None:
     operator_api.post("/register", {"name": "twice", "key_type": "ec-p256"}, format="json")
     [arguments] = provisioning_messages(queue)
 
-    assert services.provision_device(*arguments) == "active"
-    assert services.provision_device(*arguments) == "active"
+    assert provision_device(*arguments) == "active"
+    assert provision_device(*arguments) == "active"
     assert Certificate.objects.filter(device_id=arguments[0]).count() == 1
 
 
@@ -189,7 +193,7 @@ def test_a_permanent_failure_marks_the_device_failed_and_retry_provisions_it(
     settings.CA_ROOT_PATH = tmp_path / "no-ca-here"
     forget_loaded_ca()
 
-    assert services.provision_device(*arguments) == "failed"
+    assert provision_device(*arguments) == "failed"
 
     device = Device.objects.get(pk=first["id"])
     assert device.status == "failed"
@@ -210,7 +214,7 @@ def test_a_permanent_failure_marks_the_device_failed_and_retry_provisions_it(
     assert second["status"] == "pending" and second["failure_reason"] == ""
     assert second["bundle_password"] != first["bundle_password"]
     [arguments] = provisioning_messages(queue)
-    assert services.provision_device(*arguments) == "active"
+    assert provision_device(*arguments) == "active"
     assert open_bundle(operator_api, second)["device.json"]
     assert operator_api.get(urlsplit(first["download_url"]).path).status_code == 410
 
@@ -226,7 +230,7 @@ def test_transient_failures_are_retried_then_the_device_is_failed(
         attempts.append(1)
         raise OperationalError("could not connect to server")
 
-    monkeypatch.setattr(services, "sign_certificate", database_gone)
+    monkeypatch.setattr(registration, "sign_certificate", database_gone)
     queue.delete("celery")
 
     def attempt(retries: int) -> str:
@@ -354,14 +358,14 @@ def test_a_burst_of_changes_gives_a_handful_of_broker_syncs_and_the_last_state_w
         ]
     with celery_worker():
         warm_up = BrokerSync.objects.count()
-        assert services.request_broker_sync()
+        assert request_broker_sync()
         wait_for(lambda: BrokerSync.objects.count() > warm_up, what="the worker's first sync")
         syncs_before = BrokerSync.objects.count()
         started = time.monotonic()
         for device_id in devices:  # each revocation asks for a sync
             assert operator_api.post(f"/revoke/{device_id}").status_code == 200
         for _ in range(1000):  # and a thousand more requests in well under a second
-            services.request_broker_sync()
+            request_broker_sync()
         burst = time.monotonic() - started
 
         def acl_lists_all_revoked() -> bool:
@@ -369,7 +373,7 @@ def test_a_burst_of_changes_gives_a_handful_of_broker_syncs_and_the_last_state_w
             return acl.exists() and all(device_id in acl.read_text() for device_id in devices)
 
         wait_for(acl_lists_all_revoked, what="the ACL to deny every revoked device")
-        wait_for(lambda: not queue.exists(services.SYNC_PENDING_KEY), what="the last sync")
+        wait_for(lambda: not queue.exists(SYNC_PENDING_KEY), what="the last sync")
         time.sleep(1)  # a sync queued at the very end would show up now
 
     syncs = BrokerSync.objects.count() - syncs_before
@@ -426,8 +430,8 @@ def test_a_failed_broker_sync_keeps_its_changes_pending_and_asks_again(
 
     settings.BROKER_SYNC_RETRY_SECONDS = 30
     first, second = "1c1c1c1c-1111-4c35-9d7e-0b0c0d0e0f10", "2c2c2c2c-2222-4c35-9d7e-0b0c0d0e0f10"
-    services.tell_broker([first])
-    services.tell_broker([second])
+    tell_broker([first])
+    tell_broker([second])
     # One sync queued for the burst; both changes recorded until a sync succeeds.
     messages = queued_messages(queue)
     assert len(messages) == 1 and messages[0]["headers"]["kwargsrepr"] == "{'prove': True, 'changes': True}"
@@ -437,21 +441,21 @@ def test_a_failed_broker_sync_keeps_its_changes_pending_and_asks_again(
     def unreachable(*, reload: bool = True, devices: Any = None) -> None:
         raise BrokerSyncError("the broker's dynamic-security plugin did not answer")
 
-    monkeypatch.setattr(services, "sync_broker", unreachable)
+    monkeypatch.setattr(dispatch, "sync_broker", unreachable)
     with pytest.raises(BrokerSyncError):
-        services.sync_broker_debounced(prove=False, changes=True)
+        sync_broker_debounced(prove=False, changes=True)
     # Still pending, and a new sync is queued for later, not at once.
     assert sorted(PendingChange.objects.values_list("device_id", flat=True)) == [first, second]
     (retry,) = queued_messages(queue)
     eta = dt.datetime.fromisoformat(retry["headers"]["eta"])
     assert eta - dt.datetime.now(dt.UTC) > dt.timedelta(seconds=20)
-    assert queue.exists(services.SYNC_PENDING_KEY)  # changes meanwhile ride along with it
+    assert queue.exists(SYNC_PENDING_KEY)  # changes meanwhile ride along with it
 
     monkeypatch.undo()
     from pki.services import publish_crl
 
     publish_crl()
-    services.sync_broker_debounced(prove=False, changes=True)  # the ACL backend: a full render
+    sync_broker_debounced(prove=False, changes=True)  # the ACL backend: a full render
     assert not PendingChange.objects.exists()
 
 
@@ -512,7 +516,7 @@ def test_workers_bring_a_dynsec_broker_in_step_device_by_device(
             wait_for(doomed.disconnected.is_set, what="the revoked device's session to end")
             doomed.close()
             wait_for(
-                lambda: not queue.exists(services.SYNC_PENDING_KEY) and not broker_drift(),
+                lambda: not queue.exists(SYNC_PENDING_KEY) and not broker_drift(),
                 what="the broker in step with the database",
             )
         assert not DeviceClient(broker, credentials[0]).connect()

@@ -10,8 +10,8 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from devices import delivery
-from devices import services as device_services
+from devices import delivery, lifecycle, registration
+from devices import models as device_models
 from devices.models import Device, DownloadLink
 from pki import services as pki_services
 from pki.models import Certificate, CertificateRevocationList
@@ -32,15 +32,15 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 
 STEPS = {
-    "key generation": (device_services, "_prepare_key"),
+    "key generation": (registration, "prepare_key"),
     "device row": (Device, "save"),
     "lint before signing": (pki_services, "_lint_before_signing"),
     "certificate row": (Certificate.objects, "create"),
-    "signing": (device_services, "sign_certificate"),
-    "certificate record": (device_services, "record_certificate"),
-    "audit event": (device_services, "record"),
-    "bundle": (device_services, "package"),
-    "link and files": (device_services, "open_link"),
+    "signing": (registration, "sign_certificate"),
+    "certificate record": (registration, "record_certificate"),
+    "audit event": (device_models, "record"),
+    "bundle": (registration, "package"),
+    "link and files": (registration, "open_link"),
     "link row": (DownloadLink.objects, "create"),
     "bundle files": (delivery, "write_atomically"),
 }
@@ -88,7 +88,7 @@ def test_failed_reissue_leaves_the_crl_and_the_old_certificate_alone(
     ]
     crl_before = (session_ca_root / "crl.pem").read_bytes()
     old = Certificate.objects.get(device_id=device_id)
-    monkeypatch.setattr(device_services, "create_bundle", fail)
+    monkeypatch.setattr(lifecycle, "create_bundle", fail)
     response = operator_api.post(f"/api/v1/devices/{device_id}/reissue", {}, format="json")
     assert response.status_code == 500
     old.refresh_from_db()
@@ -167,7 +167,7 @@ def test_a_bundle_carries_the_certificate_recorded_after_a_serial_collision(
         monkeypatch.setattr(x509, "random_serial_number", lambda: fresh)
         return real_record(signed, device_id=device_id)
 
-    monkeypatch.setattr(device_services, "record_certificate", another_process_records_the_serial_first)
+    monkeypatch.setattr(registration, "record_certificate", another_process_records_the_serial_first)
 
     answer = operator_api.post("/register", {"name": "collided"}, format="json").json()
 

@@ -28,6 +28,7 @@ from cryptography import x509
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from broker import tasks as broker_tasks
 from broker.services import broker_lag
 from devices import delivery, tasks
 from devices.models import Device, DownloadLink
@@ -277,7 +278,7 @@ def test_a_broker_left_behind_is_brought_in_step(
         assert again.json()["error"]["code"] == "already_revoked"
     else:
         assert settings.CELERY_BEAT_SCHEDULE["catch-up-broker"]["schedule"] <= 60
-        assert tasks.catch_up_broker_task() == "enforced"
+        assert broker_tasks.catch_up_broker_task() == "enforced"
     print(f"{settings.BROKER_BACKEND}, {catch_up}: in step and proven in {time.monotonic() - started:.2f} s")
 
     assert not acl_backend or answer["id"] in denied_in_acl(settings)
@@ -286,7 +287,7 @@ def test_a_broker_left_behind_is_brought_in_step(
     assert not connects(broker, credentials)
     assert Device.objects.get(pk=answer["id"]).revocation_enforced_at is not None
     assert broker_lag() == []
-    assert tasks.catch_up_broker_task() == "in step"  # and nothing more to do
+    assert broker_tasks.catch_up_broker_task() == "in step"  # and nothing more to do
 
 
 def test_an_enforcement_time_missed_by_a_misconfigured_probe_is_filled(
@@ -301,12 +302,12 @@ def test_an_enforcement_time_missed_by_a_misconfigured_probe_is_filled(
     # without waiting for the reload to take effect: it refuses the device moments later ...
     wait_for(lambda: not connects(broker, credentials), 5, "the broker to refuse the revoked device")
     assert Device.objects.get(pk=answer["id"]).revocation_enforced_at is None  # ... unproven
-    assert tasks.catch_up_broker_task() == "unproven"  # no proof to be had: no new CRL for nothing
+    assert broker_tasks.catch_up_broker_task() == "unproven"  # no proof to be had: no new CRL for nothing
 
     settings.BROKER_PROBE_PORT = port
-    assert tasks.catch_up_broker_task() == "enforced"
+    assert broker_tasks.catch_up_broker_task() == "enforced"
     assert Device.objects.get(pk=answer["id"]).revocation_enforced_at is not None
-    assert tasks.catch_up_broker_task() == "in step"
+    assert broker_tasks.catch_up_broker_task() == "in step"
 
 
 def broker_environment(settings: Any, broker: Broker, broker_url: str) -> dict[str, str]:

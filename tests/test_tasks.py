@@ -11,7 +11,8 @@ import time_machine
 from cryptography import x509
 from django.conf import settings as django_settings
 
-from devices.tasks import cleanup_bundles_task, expire_certificates_task, refresh_crl_task, sync_broker_task
+from broker.tasks import refresh_crl_task, sync_broker_task
+from devices.tasks import cleanup_bundles_task, expire_certificates_task
 from pki import services
 from pki.keystore import CertificateAuthority, forget_loaded_ca
 from pki.models import Certificate, CertificateStatus

@@ -8,10 +8,10 @@ from cryptography.hazmat.primitives import serialization
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from broker.rules import default_rules
+from broker.dispatch import default_rules
 from devices.api.schema import EXAMPLE_CSR
 from devices.models import Device, DeviceStatus
-from devices.services import Registration
+from devices.registration import Registration
 from onboard_cli import text_rules
 from pki.keystore import get_ca
 from pki.models import Certificate
@@ -173,7 +173,7 @@ class BundleSerializer(serializers.Serializer[Any]):
 
 
 class NewCredentialsSerializer(serializers.Serializer[Any]):
-    """What a registration, re-issue or retry (a `services.Registration`) adds to the device."""
+    """What a registration, re-issue or retry (a `devices.registration.Registration`) adds to the device."""
 
     certificate_pem = serializers.SerializerMethodField(
         help_text="null while a worker is provisioning the device (202)"
@@ -202,7 +202,7 @@ class NewCredentialsSerializer(serializers.Serializer[Any]):
 class RegistrationSerializer(DeviceSerializer, NewCredentialsSerializer):
     """The answer to a registration, re-issue or retry: the device (DeviceSerializer's fields),
     its certificate and its new bundle (NewCredentialsSerializer's). Rendered from a
-    `services.Registration` through those two, so the answer is what the schema says."""
+    `devices.registration.Registration` through those two, so the answer is what the schema says."""
 
     class Meta(DeviceSerializer.Meta):
         fields = [*DeviceSerializer.Meta.fields, *NewCredentialsSerializer._declared_fields]

@@ -1,4 +1,4 @@
-"""The device API: thin views over `devices.services`."""
+"""The device API: thin views over the device workflows (devices.registration, provisioning, lifecycle)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from rest_framework.reverse import reverse
 
 from accounts import roles
 from accounts.permissions import ActionPermission
-from devices import idempotency, services
+from devices import idempotency
 from devices.api.filters import MAX_EXPIRY_DAYS, MAX_SEARCH_LENGTH, DeviceFilter
 from devices.api.serializers import (
     BundleSerializer,
@@ -28,14 +28,17 @@ from devices.api.serializers import (
     device_representation,
     registration_representation,
 )
+from devices.lifecycle import delete_device, get_device, issue_new_bundle, reissue_device, revoke_device
 from devices.models import Device
-from devices.queueing import TaskQueueUnavailable
+from devices.provisioning import retry_provisioning
+from devices.registration import Registration, RegistrationRequest, register_device
 from kernel.addresses import client_address
+from kernel.tasks import TaskQueueUnavailable
 from onboarding.api import StrictOrderingFilter, error_responses, list_parameters
 from pki.profiles import KeyType, RevocationReason
 
 
-def _accepted_or_created(registration: services.Registration) -> Response:
+def _accepted_or_created(registration: Registration) -> Response:
     """201 with the certificate when it was made in this request; 202 while a worker makes it,
     with Location naming where to follow the device from pending to active (or failed)."""
     answer = registration_representation(registration)
@@ -117,7 +120,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
         return Device.objects.with_certificates()
 
     def get_object(self) -> Device:
-        return services.get_device(self.kwargs["pk"])
+        return get_device(self.kwargs["pk"])
 
     @extend_schema(
         summary="List devices",
@@ -161,8 +164,8 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
             fields = payload.validated_data
             answers: list[Response] = []
             try:
-                services.register_device(
-                    services.RegistrationRequest(
+                register_device(
+                    RegistrationRequest(
                         name=fields["name"],
                         hardware_id=fields.get("hardware_id"),
                         csr_pem=fields.get("csr"),
@@ -196,7 +199,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
         payload = RevokeRequestSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         reason = RevocationReason.parse(payload.validated_data.get("reason"))
-        revoked = services.revoke_device(device, reason, actor=request.user, address=client_address(request))
+        revoked = revoke_device(device, reason, actor=request.user, address=client_address(request))
         return Response(device_representation(revoked))
 
     @extend_schema(
@@ -211,7 +214,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
         payload = ReissueRequestSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         key_type = payload.validated_data.get("key_type")
-        registration = services.reissue_device(
+        registration = reissue_device(
             device,
             key_type=KeyType(key_type) if key_type else None,
             csr_pem=payload.validated_data.get("csr"),
@@ -231,9 +234,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
     )
     @action(detail=True, methods=["post"])
     def bundle(self, request: Request, pk: str) -> Response:
-        bundle = services.issue_new_bundle(
-            self.get_object(), actor=request.user, address=client_address(request)
-        )
+        bundle = issue_new_bundle(self.get_object(), actor=request.user, address=client_address(request))
         return Response(BundleSerializer(bundle).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -246,7 +247,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
     )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
-        registration = services.retry_provisioning(
+        registration = retry_provisioning(
             self.get_object(), actor=request.user, address=client_address(request)
         )
         return _accepted_or_created(registration)
@@ -257,5 +258,5 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
         responses={204: None, **error_responses(404, *EVERY_CALL)},
     )
     def destroy(self, request: Request, pk: str) -> Response:
-        services.delete_device(self.get_object(), actor=request.user, address=client_address(request))
+        delete_device(self.get_object(), actor=request.user, address=client_address(request))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,6 +1,6 @@
 """Dashboard, device list and detail, and the device actions (register, revoke, re-issue, link).
 
-Views only translate between HTTP and `devices.services`; a ServiceError's message is shown
+Views only translate between HTTP and the device workflows; a ServiceError's message is shown
 in the form.
 """
 
@@ -20,13 +20,15 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts import roles
 from audit.models import AuditEvent
+from broker.dispatch import revocation_effect
 from broker.models import AclRule
 from broker.rules import default_rules
-from broker.services import revocation_effect
-from devices import services
 from devices.delivery import IssuedBundle
 from devices.errors import DeviceNotFound, HardwareIdConflict
+from devices.lifecycle import get_device, issue_new_bundle, reissue_device, revoke_device
 from devices.models import Device, DeviceStatus
+from devices.provisioning import retry_provisioning
+from devices.registration import RegistrationRequest, register_device
 from kernel.addresses import client_address
 from kernel.errors import ServiceError
 from pki.profiles import KeyType, RevocationReason
@@ -44,7 +46,7 @@ PENDING_NOTE = (
 
 def _device_or_404(device_id: uuid.UUID) -> Device:
     try:
-        return services.get_device(device_id)
+        return get_device(device_id)
     except DeviceNotFound:
         raise Http404("No such device.") from None
 
@@ -133,8 +135,8 @@ def register(request: HttpRequest) -> HttpResponse:
             return redirect("portal:device-list")
         data = form.cleaned_data
         try:
-            registration = services.register_device(
-                services.RegistrationRequest(
+            registration = register_device(
+                RegistrationRequest(
                     name=data["name"],
                     hardware_id=data["hardware_id"],
                     csr_pem=data["csr_pem"],
@@ -165,7 +167,7 @@ def revoke(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
     form = RevokeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            services.revoke_device(
+            revoke_device(
                 device,
                 RevocationReason(form.cleaned_data["reason"]),
                 actor=request.user,
@@ -202,7 +204,7 @@ def reissue(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
             return redirect("portal:device-detail", device_id=device.id)
         key_type = form.cleaned_data["key_type"]
         try:
-            registration = services.reissue_device(
+            registration = reissue_device(
                 device,
                 key_type=KeyType(key_type) if key_type else None,
                 csr_pem=form.cleaned_data["csr_pem"],
@@ -237,7 +239,7 @@ def new_link(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
             messages.warning(request, "This form was already sent once; its credentials were shown then.")
             return redirect("portal:device-detail", device_id=device.id)
         try:
-            bundle = services.issue_new_bundle(device, actor=request.user, address=client_address(request))
+            bundle = issue_new_bundle(device, actor=request.user, address=client_address(request))
         except ServiceError as failure:
             error = failure.message
         else:
@@ -266,9 +268,7 @@ def retry(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
             messages.warning(request, "This form was already sent once; its credentials were shown then.")
             return redirect("portal:device-detail", device_id=device.id)
         try:
-            registration = services.retry_provisioning(
-                device, actor=request.user, address=client_address(request)
-            )
+            registration = retry_provisioning(device, actor=request.user, address=client_address(request))
         except ServiceError as failure:
             error = failure.message
         else:

@@ -1,4 +1,8 @@
-"""Handing work to Celery workers: the one place that enqueues, and the one error it raises.
+"""Running tasks: the one place that decides "in this process or on a worker", that enqueues,
+and the one error it raises.
+
+Tasks are named, not imported (`run_task("onboarding.provision_device", ...)`), so a workflow
+never imports the tasks module that wraps it: the tasks import the workflows, not the reverse.
 
 Every call to Redis here is bounded (REDIS_CONNECT_TIMEOUT_SECONDS, REDIS_TIMEOUT_SECONDS, and
 the Celery publish and result-backend retry policies in settings), so a queue that is stopped
@@ -13,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
+from celery import current_app
 from django.conf import settings
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -37,26 +42,44 @@ class TaskQueueUnavailable(ServiceError):
     status = 503
 
 
-def enqueue(
-    task: Any,
+def tasks_run_in_process() -> bool:
+    """True without a task queue (development, `make run`): everything happens in the request."""
+    return bool(settings.CELERY_TASK_ALWAYS_EAGER)
+
+
+def _registered(name: str) -> Any:
+    """The task called `name`, importing the apps' task modules first if none has been yet (a
+    web process imports them only when it runs one itself)."""
+    if name not in current_app.tasks:
+        current_app.loader.import_default_modules()
+    return current_app.tasks[name]
+
+
+def run_task(
+    name: str,
     *,
     args: Sequence[Any] = (),
     kwargs: Mapping[str, Any] | None = None,
     countdown: float | None = None,
     undo: Callable[[], str],
 ) -> None:
-    """Send `task` to the workers. If it cannot be sent, `undo` takes back what the caller did
-    for it and says what that leaves ("the device was not registered ..."), and
+    """Run the task called `name`: here and now without a task queue (`tasks_run_in_process`),
+    else sent to the workers by name. If it cannot be run or sent, `undo` takes back what the
+    caller did for it and says what that leaves ("the device was not registered ..."), and
     TaskQueueUnavailable tells the caller so."""
     try:
-        task.apply_async(args=list(args), kwargs=dict(kwargs or {}), countdown=countdown)
+        if tasks_run_in_process():
+            # Celery's eager mode: retries run at once, errors propagate (CELERY_TASK_EAGER_PROPAGATES).
+            _registered(name).apply(args=list(args), kwargs=dict(kwargs or {}))
+        else:
+            current_app.send_task(name, args=list(args), kwargs=dict(kwargs or {}), countdown=countdown)
     except Exception as exc:
         # Whatever stops the message (an outage, or a broken install such as a module kombu
         # cannot import), nothing may stay behind half-done, so every failure is undone.
         if isinstance(exc, QUEUE_ERRORS):
-            logger.error("task queue unreachable for %s (%s: %s)", task.name, type(exc).__name__, exc)
+            logger.error("task queue unreachable for %s (%s: %s)", name, type(exc).__name__, exc)
         else:
-            logger.exception("sending %s failed unexpectedly", task.name)
+            logger.exception("sending %s failed unexpectedly", name)
         outcome = undo()
         raise TaskQueueUnavailable(
             f"The task queue cannot be reached, so {outcome}. Try again shortly; /health shows the "
