@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from broker.models import AclRule, BrokerSync, PendingChange
-from broker.services import queue_changes
+from broker.sync import queue_changes
 from kernel.admin import ReadOnlyAdmin
 
 

@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from accounts import roles
-from broker.services import revocation_effect
+from broker.sync import revocation_effect
 from devices import services
 from devices.models import Device, DeviceStatus, DownloadAttempt, DownloadLink
 from kernel.addresses import client_address

@@ -23,15 +23,9 @@ from django.utils import timezone
 from audit.models import AuditAction
 from audit.services import record
 from broker.address import broker_set_up, probe_address
+from broker.errors import BrokerSyncError
 from broker.probe import SyncCanary, issue_sync_canary, probe_broker, probe_configured, unreachable_reason
-from broker.services import (
-    BrokerSyncError,
-    broker_lag,
-    enforce_now,
-    grants_on_register,
-    queue_changes,
-    sync_broker,
-)
+from broker.sync import broker_lag, enforce_now, grants_on_register, queue_changes, sync_broker
 from devices.delivery import (
     BundleSecrets,
     IssuedBundle,

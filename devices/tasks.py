@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import shared_task
 
-from broker.services import refresh_crl
+from broker.sync import refresh_crl
 from devices import services
 from devices.alerts import send_expiry_alerts
 from devices.delivery import discard_expired_bundles

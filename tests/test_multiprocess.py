@@ -18,7 +18,7 @@ import pytest
 import redis
 from cryptography import x509
 
-from broker.services import broker_drift
+from broker.sync import broker_drift
 from devices import services
 from devices.models import Device
 from pki.keystore import CertificateAuthority

@@ -28,7 +28,7 @@ from cryptography import x509
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from broker.services import broker_lag
+from broker.sync import broker_lag
 from devices import delivery, tasks
 from devices.models import Device, DownloadLink
 from pki.keystore import CertificateAuthority, forget_loaded_ca

@@ -8,6 +8,7 @@ from cryptography.hazmat.primitives import serialization
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from broker.access import Access
 from broker.rules import default_rules
 from devices.api.schema import EXAMPLE_CSR
 from devices.models import Device, DeviceStatus
@@ -100,7 +101,7 @@ class CertificateSummarySerializer(serializers.ModelSerializer[Certificate]):
 
 class TopicSerializer(serializers.Serializer[Any]):
     filter = serializers.CharField(help_text="MQTT topic filter")
-    access = serializers.ChoiceField(choices=["read", "write", "readwrite", "deny"])
+    access = serializers.ChoiceField(choices=Access.values)
 
 
 class DeviceSerializer(serializers.ModelSerializer[Device]):

@@ -22,7 +22,7 @@ from accounts import roles
 from audit.models import AuditEvent
 from broker.models import AclRule
 from broker.rules import default_rules
-from broker.services import revocation_effect
+from broker.sync import revocation_effect
 from devices import services
 from devices.delivery import IssuedBundle
 from devices.errors import DeviceNotFound, HardwareIdConflict

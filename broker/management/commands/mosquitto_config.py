@@ -16,12 +16,14 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from broker import dynsec
 from broker.address import public_address
+from broker.backends.dynsec import DYNSEC_ADMIN, plugin_path
 from broker.config import BrokerConfig, render_mosquitto_conf
+from broker.crl_copy import copy_crl_to_broker
+from broker.dynsec_plan import ADMIN_CN, initial_config
 from broker.models import BrokerListener
 from broker.probe import create_probe_identities
-from broker.services import DYNSEC_ADMIN, copy_crl_to_broker, sync_broker
+from broker.sync import sync_broker
 from kernel.errors import ServiceError
 from kernel.fs import write_atomically
 from pki.keystore import get_ca
@@ -181,13 +183,11 @@ class Command(BaseCommand):
         out.mkdir(mode=0o755, parents=True, exist_ok=True)
         write_atomically(out / "ca.crt", get_ca().certificate_pem, mode=0o644)
         self._server_certificate(out, hostnames)
-        create_probe_identities(extra=((DYNSEC_ADMIN, dynsec.ADMIN_CN),) if dynsec_mode else ())
+        create_probe_identities(extra=((DYNSEC_ADMIN, ADMIN_CN),) if dynsec_mode else ())
         dynsec_config = out / "dynamic-security.json"
         if dynsec_mode and not dynsec_config.exists():
             # Written once; from then on the plugin owns the file and the portal talks to it.
-            write_atomically(
-                dynsec_config, json.dumps(dynsec.initial_config(), indent=2).encode(), mode=0o600
-            )
+            write_atomically(dynsec_config, json.dumps(initial_config(), indent=2).encode(), mode=0o600)
             if user != getpass.getuser() and os.geteuid() == 0:
                 shutil.chown(dynsec_config, user=user)
         config = BrokerConfig(
@@ -200,7 +200,7 @@ class Command(BaseCommand):
             user=user,
             bind_address=bind,
             pid_file=str(pid_path) if pid_path is not None else None,
-            dynsec_plugin=dynsec.plugin_path() if dynsec_mode else None,
+            dynsec_plugin=plugin_path() if dynsec_mode else None,
             dynsec_config=dynsec_config if dynsec_mode else None,
         )
         write_atomically(out / "mosquitto.conf", render_mosquitto_conf(config).encode(), mode=0o644)
