@@ -4,9 +4,12 @@ registry, so whatever the registry refuses stops `check` (tests/test_settings.py
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from broker.backends import BACKENDS, backend_class, get_backend
 from broker.backends.acl import MosquittoAclBackend
@@ -60,3 +63,14 @@ def test_what_the_registry_refuses_the_check_reports(setting: str, message: str,
     assert raised.value.message.startswith(message)
     [error] = check_broker_backend()
     assert error.id == "broker.E001" and error.msg == raised.value.message
+
+
+def test_mosquitto_config_knows_a_backend_given_by_its_dotted_path(settings: Any, tmp_path: Path) -> None:
+    """`mosquitto_config --backend` takes names: a dotted BROKER_BACKEND is compared by its backend's
+    name, and one that does not load is one clear line."""
+    settings.BROKER_BACKEND = "broker.backends.acl.MosquittoAclBackend"
+    with pytest.raises(CommandError, match="--backend mosquitto_dynsec differs from BROKER_BACKEND"):
+        call_command("mosquitto_config", "--out", str(tmp_path), "--backend", "mosquitto_dynsec")
+    settings.BROKER_BACKEND = "broker.backends.acl.NoSuchBackend"
+    with pytest.raises(CommandError, match=r"'broker\.backends\.acl\.NoSuchBackend' cannot be imported"):
+        call_command("mosquitto_config", "--out", str(tmp_path))

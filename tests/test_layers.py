@@ -109,3 +109,38 @@ def test_the_check_sees_an_upward_import() -> None:
     assert not is_upward("devices.services", "onboard_cli.text_rules")
     assert not is_upward("portal.views.devices", "devices.services")
     assert not is_upward("onboarding.urls", "portal.views")
+
+
+# The pure parts of the broker (docs/architecture.md): plain values in and out, testable without
+# a database or a broker. They import none of these.
+PURE_BROKER_MODULES = ("broker.access", "broker.rules", "broker.acl", "broker.dynsec_plan", "broker.config")
+NOT_PURE = (
+    "paho",
+    "django.conf",
+    "kernel.locks",
+    "broker.models",
+    "broker.state",
+    "broker.crl_copy",
+    "broker.backends",
+    "broker.dynsec_session",
+    "broker.sync",
+)
+
+
+def test_the_pure_broker_modules_import_no_session_settings_or_database() -> None:
+    found = []
+    for module in PURE_BROKER_MODULES:
+        path = ROOT / (module.replace(".", "/") + ".py")
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            found += [
+                (module, name)
+                for name in names
+                if any(name == banned or name.startswith(banned + ".") for banned in NOT_PURE)
+            ]
+    assert not found, f"pure broker modules importing what they must not: {found}"

@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from broker.address import public_address
+from broker.backends import backend_class
 from broker.backends.dynsec import DYNSEC_ADMIN, plugin_path
 from broker.config import BrokerConfig, render_mosquitto_conf
 from broker.crl_copy import copy_crl_to_broker
@@ -111,8 +112,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        backend = options["backend"] or settings.BROKER_BACKEND
-        if backend != settings.BROKER_BACKEND:
+        # BROKER_BACKEND may be a dotted path: the backend's name says which broker it needs.
+        try:
+            configured = backend_class(settings.BROKER_BACKEND).name
+        except ServiceError as exc:
+            raise CommandError(exc.message) from None
+        backend = options["backend"] or configured
+        if backend != configured:
             raise CommandError(
                 f"--backend {backend} differs from BROKER_BACKEND={settings.BROKER_BACKEND}; the portal "
                 "must use the backend the broker is configured for (set BROKER_BACKEND)."
