@@ -39,8 +39,10 @@ def main() -> None:
     from django.conf import settings
     from django.utils import timezone
 
-    from broker import dynsec
-    from broker.services import MosquittoDynsecBackend, sync_broker
+    from broker import dynsec_plan
+    from broker.backends.dynsec import MosquittoDynsecBackend
+    from broker.dynsec_session import ControlSession
+    from broker.sync import sync_broker
     from pki.services import revoke_certificate
     from tests.mosquitto import configured_broker, stop_mosquitto
 
@@ -48,9 +50,9 @@ def main() -> None:
     # getClient/getRole that find out what it holds): a change's time less this is the
     # portal's own part (database, CRL check, session, planning).
     executing = [0.0]
-    plain_run = dynsec.ControlSession.run
+    plain_run = ControlSession.run
 
-    def run(self: dynsec.ControlSession, commands: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
+    def run(self: ControlSession, commands: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
             return plain_run(self, commands, *args, **kwargs)
@@ -58,7 +60,7 @@ def main() -> None:
             if any(not command["command"].startswith(("get", "list")) for command in commands):
                 executing[0] += time.perf_counter() - start
 
-    dynsec.ControlSession.run = run  # type: ignore[method-assign]
+    ControlSession.run = run  # type: ignore[method-assign]
 
     work = Path(tempfile.mkdtemp(prefix="dynsec-bench-"))
     broker = configured_broker(settings, work, "mosquitto_dynsec")
@@ -82,7 +84,7 @@ def main() -> None:
                 for _ in range(SAMPLES):
                     # Raw: the bare commands of a registration and of a revocation.
                     device_id = str(uuid.uuid4())
-                    role = dynsec.device_role(device_id)
+                    role = dynsec_plan.device_role(device_id)
                     start = time.perf_counter()
                     session.run([{"command": "createRole", **role}])
                     session.run([{"command": "createClient", "username": device_id,

@@ -236,7 +236,7 @@ def pad_fleet(broker: Any, size: int) -> Any:
     from django.conf import settings
     from django.utils import timezone
 
-    from broker import dynsec
+    from broker import dynsec_plan
     from pki.models import Certificate, CertificatePurpose
     from tests.mosquitto import start_mosquitto, stop_mosquitto
 
@@ -252,10 +252,10 @@ def pad_fleet(broker: Any, size: int) -> Any:
     config = broker.directory / "dynamic-security.json"
     held = json.loads(config.read_text())
     held["clients"] += [
-        {"username": device_id, "roles": [{"rolename": dynsec.DEVICE_ROLE_PREFIX + device_id}]}
+        {"username": device_id, "roles": [{"rolename": dynsec_plan.DEVICE_ROLE_PREFIX + device_id}]}
         for device_id in padding
     ]
-    held["roles"] += [dynsec.device_role(device_id) for device_id in padding]
+    held["roles"] += [dynsec_plan.device_role(device_id) for device_id in padding]
     config.write_text(json.dumps(held))
     del held, padding  # millions of live objects would slow every garbage collection after
     gc.collect()

@@ -17,10 +17,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from broker.access import MOSQUITTO_KEYWORDS, Access
 from broker.rules import DEVICE_TOPIC_ROOT
 
-DEVICE_PATTERN_LINE = f"pattern readwrite {DEVICE_TOPIC_ROOT}/%u/#"
-ACCESS_KEYWORDS = ("read", "write", "readwrite", "deny")
+DEVICE_PATTERN_LINE = f"pattern {Access.READWRITE.value} {DEVICE_TOPIC_ROOT}/%u/#"
 MAX_TOPIC_FILTER_LENGTH = 256
 
 
@@ -87,8 +87,9 @@ def render_acl(revoked_device_ids: Iterable[str], extra_rules: Iterable[ExtraRul
     return "\n".join(lines)
 
 
+_KEYWORDS = "|".join(MOSQUITTO_KEYWORDS)
 _LINE = re.compile(
-    r"^(?:#.*|pattern readwrite devices/%u/#|user [0-9a-f-]{36}|topic (read|write|readwrite|deny) \S+|)$"
+    rf"^(?:#.*|{re.escape(DEVICE_PATTERN_LINE)}|user [0-9a-f-]{{36}}|topic ({_KEYWORDS}) \S+|)$"
 )
 
 

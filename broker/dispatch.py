@@ -19,12 +19,13 @@ from django.conf import settings
 from django.db import DatabaseError, models
 from django.utils import timezone
 
+from broker.access import Access
 from broker.address import broker_set_up, probe_address, public_address
+from broker.errors import BrokerSyncError
 from broker.models import AclRule
 from broker.probe import SyncCanary, issue_sync_canary, probe_broker, probe_configured, unreachable_reason
 from broker.rules import default_rules
-from broker.services import (
-    BrokerSyncError,
+from broker.sync import (
     broker_lag,
     enforce_now,
     grants_on_register,
@@ -41,6 +42,7 @@ from pki.services import revoke_certificates
 __all__ = [
     "CATCH_UP_BATCH",
     "SYNC_PENDING_KEY",
+    "Access",
     "SyncCanary",
     "catch_up_broker",
     "default_rules",

@@ -3,16 +3,10 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from broker.access import Access
 from broker.acl import InvalidTopicFilter, reaches_other_devices, validate_topic_filter
 
 SHARED_ONLY_MESSAGE = "This filter reaches other devices' topics; mark the rule shared to allow it."
-
-
-class Access(models.TextChoices):
-    READ = "read", "Read (subscribe)"
-    WRITE = "write", "Write (publish)"
-    READWRITE = "readwrite", "Read and write"
-    DENY = "deny", "Deny"
 
 
 class AclRule(models.Model):

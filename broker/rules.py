@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from broker.access import Access
+
 DEVICE_TOPIC_ROOT = "devices"
 
 
@@ -20,4 +22,4 @@ class TopicRule:
 
 def default_rules(device_id: str) -> list[TopicRule]:
     """The rights every active device has: read and write below its own tree."""
-    return [TopicRule(filter=f"{DEVICE_TOPIC_ROOT}/{device_id}/#", access="readwrite")]
+    return [TopicRule(filter=f"{DEVICE_TOPIC_ROOT}/{device_id}/#", access=Access.READWRITE.value)]

@@ -1,4 +1,4 @@
-"""Celery tasks of the broker: thin wrappers around `broker.dispatch` and `broker.services`.
+"""Celery tasks of the broker: thin wrappers around `broker.dispatch` and `broker.sync`.
 The names are the ones the beat schedule (CELERY_BEAT_SCHEDULE) and `run_task` use."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from broker import dispatch
-from broker.services import refresh_crl
+from broker.sync import refresh_crl
 
 
 @shared_task(name="onboarding.refresh_crl")  # type: ignore[untyped-decorator]  # celery is untyped

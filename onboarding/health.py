@@ -20,7 +20,7 @@ from rest_framework.response import Response
 
 from broker.address import broker_set_up
 from broker.probe import UNREACHABLE, probe_broker, probe_configured
-from broker.services import broker_drift
+from broker.sync import broker_drift
 from kernel.errors import ServiceError
 from kernel.tasks import tasks_run_in_process
 from onboarding.api import error_responses

@@ -205,7 +205,7 @@ def configured_broker(settings: Any, work: Path, backend: str = "mosquitto_acl")
     from django.core.management import call_command
 
     from broker.probe import probe_broker
-    from broker.services import reload_broker, sync_broker
+    from broker.sync import reload_broker, sync_broker
 
     port = free_port()
     directory = work / "broker"

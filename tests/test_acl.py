@@ -13,7 +13,7 @@ from broker.acl import (
     render_acl,
     validate_topic_filter,
 )
-from broker.dynsec import ADMIN_CN, Held, acl_keys, plan_device, suspects, wanted_roles
+from broker.dynsec_plan import ADMIN_CN, Held, acl_keys, plan_device, suspects, wanted_roles
 
 A = "0b4c6f0e-1111-4c35-9d7e-0b0c0d0e0f10"
 B = "9a1d2e3f-2222-4c35-9d7e-0b0c0d0e0f10"

@@ -31,7 +31,7 @@ from tests.workers import gunicorn_portal, worker_environment
 def api_schema(ca: CertificateAuthority, settings: Any, tmp_path: Any) -> Iterator[Any]:
     from django.core.wsgi import get_wsgi_application
 
-    from broker.services import sync_broker
+    from broker.sync import sync_broker
 
     # Django's own WSGI handler, not onboarding.wsgi: importing that starts the web process's
     # broker catch-up thread, which would then run inside the test process for good.
@@ -349,7 +349,7 @@ def live_portal(broker_files: None, ca: CertificateAuthority, tmp_path: Path) ->
     """The portal under gunicorn on the test database, tasks in-process, broker files in step."""
     import httpx
 
-    from broker.services import sync_broker
+    from broker.sync import sync_broker
 
     sync_broker()
     environment = worker_environment(

@@ -13,8 +13,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from rest_framework.test import APIClient
 
-from broker import services as broker_services
-from broker.services import BrokerSyncError, MosquittoDynsecBackend, sync_broker
+from broker import acl_rules, crl_copy
+from broker.backends import acl as acl_backend
+from broker.backends.dynsec import MosquittoDynsecBackend
+from broker.errors import BrokerSyncError
+from broker.sync import reload_broker, sync_broker
 from devices.models import Device
 from pki.keystore import get_ca
 from pki.profiles import CertificateRequest, build_ca_certificate, end_entity_builder
@@ -201,7 +204,7 @@ def test_damaged_crl_is_never_given_to_the_broker(
         with pytest.raises(BrokerSyncError, match="keeps its previous CRL"):
             sync_broker()
         assert Path(settings.BROKER_CRL_FILE).read_bytes() == broker_crl
-        broker_services.reload_broker()
+        reload_broker()
         time.sleep(0.2)
         # Still enforced: the broker kept the good CRL.
         assert not DeviceClient(mosquitto, device).connect()
@@ -215,7 +218,7 @@ def test_invalid_acl_is_never_written(
 ) -> None:
     device = new_device(operator_api, tmp_path, "guarded")
     before = Path(settings.BROKER_ACL_FILE).read_bytes()
-    monkeypatch.setattr(broker_services, "render_acl", lambda revoked, rules: "pattern readwrite #\n")
+    monkeypatch.setattr(acl_backend, "render_acl", lambda revoked, rules: "pattern readwrite #\n")
     with pytest.raises(BrokerSyncError, match="failed its check"):
         sync_broker()
     assert Path(settings.BROKER_ACL_FILE).read_bytes() == before
@@ -236,7 +239,7 @@ def test_failed_write_leaves_the_previous_files(
     def disk_full(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(broker_services, "write_atomically", disk_full)
+    monkeypatch.setattr(crl_copy, "write_atomically", disk_full)
     device = new_device(operator_api, tmp_path, "second")
     response = operator_api.post(f"/revoke/{device.device_id}", {}, format="json")
     # The revocation stands (database and CA CRL); the broker could not be told, and says so.
@@ -280,7 +283,7 @@ def test_broker_sync_check_reports_drift(mosquitto: Broker, settings: Any) -> No
 
 
 def test_extra_rules_are_enforced(mosquitto: Broker, operator_api: APIClient, tmp_path: Path) -> None:
-    from broker.services import InvalidAclRule, add_acl_rule
+    from broker.acl_rules import InvalidAclRule, add_acl_rule
 
     announcer_credentials = new_device(operator_api, tmp_path, "announcer")
     listener_credentials = new_device(operator_api, tmp_path, "listener")
@@ -352,15 +355,15 @@ def test_mosquitto_config_writes_a_complete_reusable_configuration(
 def test_a_rule_the_broker_cannot_take_is_not_kept(
     mosquitto: Broker, operator_api: APIClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from broker.acl_rules import add_acl_rule
     from broker.models import AclRule
-    from broker.services import add_acl_rule
 
     device = new_device(operator_api, tmp_path, "ruled")
 
     def broken_sync(**kwargs: Any) -> None:
         raise BrokerSyncError("the broker files could not be written")
 
-    monkeypatch.setattr(broker_services, "sync_broker", broken_sync)
+    monkeypatch.setattr(acl_rules, "sync_broker", broken_sync)
     with pytest.raises(BrokerSyncError):
         add_acl_rule(device.device_id, "fleet/announcements", "read")
     assert not AclRule.objects.exists()
@@ -387,8 +390,6 @@ def test_dynsec_drift_is_reported_and_repaired(
 
     from django.core.management import call_command
     from django.core.management.base import CommandError
-
-    from broker.services import MosquittoDynsecBackend
 
     device = new_device(operator_api, tmp_path, "drifting")
     call_command("broker_sync", "--check", stdout=StringIO())
@@ -478,7 +479,6 @@ def test_dynsec_a_change_touches_only_its_devices_and_needs_no_reload(
     from django.core.management import call_command
 
     from broker.models import BrokerSync
-    from broker.services import MosquittoDynsecBackend
 
     drifted = new_device(operator_api, tmp_path, "drifted")
     with MosquittoDynsecBackend()._session() as session:
@@ -531,17 +531,18 @@ def test_dynsec_what_the_portal_creates_reads_back_as_in_step(
 ) -> None:
     """The broker's real getClient/getRole answers, for a device with rules, plan no command:
     a change does not delete and create roles that are already right."""
-    from broker import dynsec
-    from broker.services import MosquittoDynsecBackend, add_acl_rule, extra_rules
+    from broker import dynsec_plan
+    from broker.acl_rules import add_acl_rule
+    from broker.state import extra_rules
 
     device = new_device(operator_api, tmp_path, "ruled")
     add_acl_rule(device.device_id, "fleet/status", "write")
     add_acl_rule(device.device_id, "fleet/commands", "read")
     rules = extra_rules(among=[device.device_id])
     with MosquittoDynsecBackend()._session() as session:
-        there = dynsec.held(session.run(dynsec.inspect(device.device_id), check=False))
+        there = dynsec_plan.held(session.run(dynsec_plan.inspect(device.device_id), check=False))
     assert there.client_roles == frozenset({f"device-{device.device_id}", f"rules-{device.device_id}"})
-    assert dynsec.plan_device(device.device_id, there, True, rules) == []
+    assert dynsec_plan.plan_device(device.device_id, there, True, rules) == []
 
 
 @pytest.mark.parametrize("mosquitto", ["mosquitto_dynsec"], indirect=True)

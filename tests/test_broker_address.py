@@ -22,7 +22,7 @@ from rest_framework.test import APIClient
 
 from broker.address import pid_file, public_address
 from broker.probe import probe_broker
-from broker.services import reload_broker
+from broker.sync import reload_broker
 from pki.keystore import CertificateAuthority
 from tests.helpers import free_port
 from tests.mosquitto import (
@@ -199,7 +199,7 @@ def test_the_catch_up_issues_no_canary_while_nothing_answers_at_the_broker(
     behind; it syncs what it can but revokes no canary and signs no CRL for a proof nobody can
     give (it added a revoked certificate and a CRL every minute)."""
     from broker.dispatch import catch_up_broker
-    from broker.services import queue_changes
+    from broker.sync import queue_changes
     from pki.models import Certificate, CertificatePurpose, CertificateRevocationList
 
     settings.BROKER_RELOAD_COMMAND = "true"

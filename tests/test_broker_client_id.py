@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
+from broker.backends.dynsec import MosquittoDynsecBackend
 from broker.probe import probe_broker
-from broker.services import MosquittoDynsecBackend, desired_state, sync_broker
+from broker.state import desired_state
+from broker.sync import sync_broker
 from tests.mosquitto import (
     ACCEPTED,
     NOT_AUTHORIZED,

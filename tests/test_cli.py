@@ -38,7 +38,7 @@ def portal(live_server: Any, session_ca_root: Path, settings: Any, tmp_path: Pat
     from django.contrib.auth.models import User
 
     from accounts.services import create_api_token
-    from broker.services import sync_broker
+    from broker.sync import sync_broker
 
     settings.CA_ROOT_PATH = session_ca_root
     settings.PORTAL_URL = live_server.url

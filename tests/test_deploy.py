@@ -333,7 +333,7 @@ def test_the_broker_container_reloads_when_the_portal_asks(
     from django.core.management import call_command
 
     from broker.probe import issue_sync_canary
-    from broker.services import enforce_now
+    from broker.sync import enforce_now
     from pki.services import revoke_certificate
 
     port = free_port()

@@ -11,7 +11,7 @@ import time_machine
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from broker.services import sync_broker
+from broker.sync import sync_broker
 from pki.keystore import CertificateAuthority
 from pki.services import publish_crl
 

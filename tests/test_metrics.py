@@ -12,7 +12,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
-from broker.services import sync_broker
+from broker.sync import sync_broker
 from pki.keystore import CertificateAuthority
 from pki.models import Certificate
 from pki.profiles import KeyType

@@ -19,7 +19,7 @@ import redis
 from cryptography import x509
 
 from broker.dispatch import SYNC_PENDING_KEY
-from broker.services import broker_drift
+from broker.sync import broker_drift
 from devices.models import Device
 from pki.keystore import CertificateAuthority
 from pki.models import Certificate, CertificateRevocationList

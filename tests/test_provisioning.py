@@ -426,7 +426,7 @@ def test_the_portal_shows_a_registration_pending_then_active_behind_a_real_worke
 def test_a_failed_broker_sync_keeps_its_changes_pending_and_asks_again(
     queue: redis.Redis, ca: CertificateAuthority, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from broker.services import BrokerSyncError
+    from broker.errors import BrokerSyncError
 
     settings.BROKER_SYNC_RETRY_SECONDS = 30
     first, second = "1c1c1c1c-1111-4c35-9d7e-0b0c0d0e0f10", "2c2c2c2c-2222-4c35-9d7e-0b0c0d0e0f10"
@@ -464,7 +464,7 @@ def test_workers_bring_a_dynsec_broker_in_step_device_by_device(
 ) -> None:
     """Registrations and a revocation with workers: each debounced sync sends commands for the
     devices changed since the last one, and the broker ends in step with the database."""
-    from broker.services import broker_drift
+    from broker.sync import broker_drift
     from tests.mosquitto import (
         ACCEPTED,
         DeviceClient,

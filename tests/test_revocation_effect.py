@@ -15,7 +15,8 @@ from typing import Any
 from django.test import Client
 from rest_framework.test import APIClient
 
-from broker.services import add_acl_rule, revocation_effect
+from broker.acl_rules import add_acl_rule
+from broker.sync import revocation_effect
 from devices.models import Device
 from tests.mosquitto import ACCEPTED, NOT_AUTHORIZED, Broker, DeviceClient, new_device
 from tests.portal_support import signed_in

@@ -29,7 +29,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from broker import tasks as broker_tasks
-from broker.services import broker_lag
+from broker.sync import broker_lag
 from devices import delivery, tasks
 from devices.models import Device, DownloadLink
 from pki.keystore import CertificateAuthority, forget_loaded_ca

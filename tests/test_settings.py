@@ -144,3 +144,24 @@ def test_an_unknown_broker_backend_stops_check_at_start_up(tmp_path: Path) -> No
     assert "Traceback" not in result.stderr
     env["BROKER_BACKEND"] = "mosquitto_dynsec"
     assert "broker.E001" not in manage("check", env=env).stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("broker.backends.acl.NoSuchBackend", "cannot be imported"),
+        ("broker.models.AclRule", "is not a broker backend"),
+    ],
+)
+def test_a_bad_dotted_broker_backend_stops_check_at_start_up(
+    tmp_path: Path, setting: str, message: str
+) -> None:
+    """BROKER_BACKEND may be a dotted path (broker.backends): one that does not import, or names
+    something that is not a backend, stops `check` just as an unknown name does."""
+    env = {"DEBUG": "true", "DATA_DIR": str(tmp_path / "data"), "BROKER_BACKEND": setting}
+    result = manage("check", env=env)
+    assert result.returncode == 1
+    assert f"(broker.E001) BROKER_BACKEND '{setting}' {message}" in result.stderr
+    assert "Traceback" not in result.stderr
+    env["BROKER_BACKEND"] = "broker.backends.dynsec.MosquittoDynsecBackend"
+    assert "broker.E001" not in manage("check", env=env).stderr

@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives import serialization
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from broker.dispatch import default_rules
+from broker.dispatch import Access, default_rules
 from devices.api.schema import EXAMPLE_CSR
 from devices.models import Device, DeviceStatus
 from devices.registration import Registration
@@ -100,7 +100,7 @@ class CertificateSummarySerializer(serializers.ModelSerializer[Certificate]):
 
 class TopicSerializer(serializers.Serializer[Any]):
     filter = serializers.CharField(help_text="MQTT topic filter")
-    access = serializers.ChoiceField(choices=["read", "write", "readwrite", "deny"])
+    access = serializers.ChoiceField(choices=Access.values)
 
 
 class DeviceSerializer(serializers.ModelSerializer[Device]):

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from broker.services import broker_drift, sync_broker
+from broker.sync import broker_drift, sync_broker
 from kernel.errors import ServiceError
 
 

@@ -16,12 +16,15 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from broker import dynsec
 from broker.address import public_address
+from broker.backends import backend_class
+from broker.backends.dynsec import DYNSEC_ADMIN, plugin_path
 from broker.config import BrokerConfig, render_mosquitto_conf
+from broker.crl_copy import copy_crl_to_broker
+from broker.dynsec_plan import ADMIN_CN, initial_config
 from broker.models import BrokerListener
 from broker.probe import create_probe_identities
-from broker.services import DYNSEC_ADMIN, copy_crl_to_broker, sync_broker
+from broker.sync import sync_broker
 from kernel.errors import ServiceError
 from kernel.fs import write_atomically
 from pki.keystore import get_ca
@@ -109,8 +112,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        backend = options["backend"] or settings.BROKER_BACKEND
-        if backend != settings.BROKER_BACKEND:
+        # BROKER_BACKEND may be a dotted path: the backend's name says which broker it needs.
+        try:
+            configured = backend_class(settings.BROKER_BACKEND).name
+        except ServiceError as exc:
+            raise CommandError(exc.message) from None
+        backend = options["backend"] or configured
+        if backend != configured:
             raise CommandError(
                 f"--backend {backend} differs from BROKER_BACKEND={settings.BROKER_BACKEND}; the portal "
                 "must use the backend the broker is configured for (set BROKER_BACKEND)."
@@ -181,13 +189,11 @@ class Command(BaseCommand):
         out.mkdir(mode=0o755, parents=True, exist_ok=True)
         write_atomically(out / "ca.crt", get_ca().certificate_pem, mode=0o644)
         self._server_certificate(out, hostnames)
-        create_probe_identities(extra=((DYNSEC_ADMIN, dynsec.ADMIN_CN),) if dynsec_mode else ())
+        create_probe_identities(extra=((DYNSEC_ADMIN, ADMIN_CN),) if dynsec_mode else ())
         dynsec_config = out / "dynamic-security.json"
         if dynsec_mode and not dynsec_config.exists():
             # Written once; from then on the plugin owns the file and the portal talks to it.
-            write_atomically(
-                dynsec_config, json.dumps(dynsec.initial_config(), indent=2).encode(), mode=0o600
-            )
+            write_atomically(dynsec_config, json.dumps(initial_config(), indent=2).encode(), mode=0o600)
             if user != getpass.getuser() and os.geteuid() == 0:
                 shutil.chown(dynsec_config, user=user)
         config = BrokerConfig(
@@ -200,7 +206,7 @@ class Command(BaseCommand):
             user=user,
             bind_address=bind,
             pid_file=str(pid_path) if pid_path is not None else None,
-            dynsec_plugin=dynsec.plugin_path() if dynsec_mode else None,
+            dynsec_plugin=plugin_path() if dynsec_mode else None,
             dynsec_config=dynsec_config if dynsec_mode else None,
         )
         write_atomically(out / "mosquitto.conf", render_mosquitto_conf(config).encode(), mode=0o644)

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from broker.services import refresh_crl
+from broker.sync import refresh_crl
 from kernel.errors import ServiceError
 
 
