@@ -41,7 +41,7 @@ def main() -> None:
 
     from broker import dynsec
     from broker.services import MosquittoDynsecBackend, sync_broker
-    from pki.services import revoke_certificate
+    from pki.revocation import revoke_certificate
     from tests.mosquitto import configured_broker, stop_mosquitto
 
     # Time spent waiting for the broker to carry out a change's commands (not the read-only

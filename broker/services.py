@@ -36,10 +36,10 @@ from broker.probe import REVOKED, UNREACHABLE, SyncCanary, await_refusal, identi
 from kernel.errors import ServiceError
 from kernel.fs import write_atomically
 from kernel.locks import exclusive_lock, lock_if_free
+from pki.crl import check_crl, crl_number, crl_path, crl_refresh_due, publish_crl
 from pki.errors import CRLPublicationError
 from pki.keystore import get_ca, keystore
 from pki.models import Certificate, CertificatePurpose, CertificateStatus
-from pki.services import check_crl, crl_path, crl_refresh_due, publish_crl
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +159,7 @@ def _checked_crl() -> tuple[bytes, int]:
         check_crl(crl, get_ca().certificate, timezone.now())
     except CRLPublicationError as exc:
         raise BrokerSyncError(f"{exc.message} The broker keeps its previous CRL.") from None
-    number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-    return data, int(number)
+    return data, crl_number(crl)
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -199,7 +198,7 @@ def copy_crl_if_changed() -> tuple[int, bool]:
         current = crl_path().read_bytes()
         if Path(settings.BROKER_CRL_FILE).read_bytes() == current:
             crl = x509.load_pem_x509_crl(current)
-            return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number), False
+            return crl_number(crl), False
     except (OSError, ValueError, x509.ExtensionNotFound):
         pass  # copy_crl_to_broker says what is wrong
     return copy_crl_to_broker(), True
@@ -527,7 +526,7 @@ def broker_lag() -> list[str]:
     if not found and (settings.BROKER_RELOAD_COMMAND or pid_file()):
         try:
             crl = x509.load_pem_x509_crl(crl_path().read_bytes())
-            number = int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+            number = crl_number(crl)
         except (OSError, ValueError, x509.ExtensionNotFound):
             return ["the CA's CRL cannot be read"]
         if not broker_enforces_crl(number):

@@ -54,17 +54,18 @@ from devices.queueing import QUEUE_ERRORS, TaskQueueUnavailable, enqueue, queue_
 from kernel.errors import ServiceError
 from kernel.locks import LockTimeout, exclusive_lock
 from kernel.sealing import seal, unseal
+from pki.crl import CRL_LOCK
 from pki.errors import PKIError
-from pki.models import Certificate, CertificateStatus
-from pki.profiles import KeyType, ParsedCSR, PrivateKey, RevocationReason, parse_csr
-from pki.services import (
+from pki.issuance import (
     IssuedCertificate,
     SignedCertificate,
     issue_certificate,
     record_certificate,
-    revoke_certificates,
     sign_certificate,
 )
+from pki.models import Certificate, CertificateStatus
+from pki.profiles import KeyType, ParsedCSR, PrivateKey, RevocationReason, parse_csr
+from pki.revocation import revoke_certificates
 
 Actor = AbstractBaseUser | AnonymousUser | None
 logger = logging.getLogger(__name__)
@@ -96,8 +97,8 @@ class _KeyMaterial:
 def _prepare_key(csr_pem: str | None, key_type: KeyType) -> _KeyMaterial:
     """Check the CSR or generate the key before any transaction opens.
 
-    RSA key generation takes 50-200 ms; doing it inside a transaction would hold database
-    locks (on SQLite, the whole database) for that long.
+    RSA key generation is slow (docs/benchmarks.md); doing it inside a transaction would hold
+    database locks (on SQLite, the whole database) for that long.
     """
     if csr_pem:
         return _KeyMaterial(csr=parse_csr(csr_pem), private_key=None)
@@ -448,7 +449,7 @@ def revoke_device(
     refused (409), but first pushes the broker, in case it is behind.
     """
     try:
-        with exclusive_lock("crl"), transaction.atomic():
+        with exclusive_lock(CRL_LOCK), transaction.atomic():
             locked = Device.objects.select_for_update().get(pk=device.pk)
             if locked.status == DeviceStatus.REVOKED:
                 raise DeviceAlreadyRevoked(
@@ -583,6 +584,8 @@ def sync_broker_debounced(*, prove: bool, changes: bool = False) -> str:
 
 #: Revoked devices not yet proven refused that one catch-up sends again, at most.
 CATCH_UP_BATCH = 1000
+#: Held by the one process catching the broker up; the others skip or wait.
+CATCH_UP_LOCK = "broker-catch-up"
 
 
 def catch_up_broker(*, here: bool = True) -> str:
@@ -598,7 +601,7 @@ def catch_up_broker(*, here: bool = True) -> str:
     """
     if not broker_set_up():
         return "no broker set up"  # a fresh install: nothing to catch up with, and no files to write
-    with exclusive_lock("broker-catch-up"):
+    with exclusive_lock(CATCH_UP_LOCK):
         lag = broker_lag()
         unproven = (
             list(
@@ -679,7 +682,7 @@ def reissue_device(
         )
     chosen_type = key_type or (KeyType(current.key_type) if current else KeyType.RSA2048)
     key = _prepare_key(csr_pem, chosen_type)
-    with exclusive_lock("crl"), transaction.atomic():
+    with exclusive_lock(CRL_LOCK), transaction.atomic():
         locked = Device.objects.select_for_update().get(pk=device.pk)
         if locked.status != DeviceStatus.ACTIVE:
             raise InvalidDeviceState(f"Device {locked.id} is {locked.status}; it cannot be re-issued.")
@@ -742,7 +745,7 @@ def delete_device(device: Device, *, actor: Actor = None, address: str | None = 
 
     The certificate rows stay, detached, so the CRL keeps listing them until they expire.
     """
-    with exclusive_lock("crl"), transaction.atomic():
+    with exclusive_lock(CRL_LOCK), transaction.atomic():
         locked = Device.objects.select_for_update().get(pk=device.pk)
         queue_changes([locked.id])  # with the change, so a crash after the commit leaves it for the catch-up
         _revoke_valid_certificates(locked, RevocationReason.CESSATION_OF_OPERATION)

@@ -1,7 +1,7 @@
 """Pure certificate and CRL construction: plain values in, `cryptography` objects out.
 
 Nothing here touches the database, the file system or settings, so every profile rule is
-unit-tested without Django. `pki.services` supplies the CA, serials and dates.
+unit-tested without Django. `pki.issuance` and `pki.crl` supply the CA, serials and dates.
 """
 
 from __future__ import annotations
@@ -291,12 +291,12 @@ def build_crl(
     """A complete CRL signed by the CA.
 
     The builder gets the whole list in one constructor call: `add_revoked_certificate` copies
-    the list on every call, which is quadratic (15 s at 100k entries instead of 0.4 s).
+    the list on every call, which is quadratic in the number of entries (docs/benchmarks.md).
     """
     # One entry builder per reason, its reasonCode extension added once: builders are immutable,
-    # so each entry only sets its serial and date (adding the extension per entry cost a third
-    # of the build at 100k entries). RFC 5280 5.3.1: the reasonCode "unspecified" SHOULD be
-    # absent rather than present.
+    # so each entry only sets its serial and date (adding the extension per entry costs a good
+    # part of a large build). RFC 5280 5.3.1: the reasonCode "unspecified" SHOULD be absent
+    # rather than present.
     plain = x509.RevokedCertificateBuilder()
     builders = {
         reason: plain
@@ -306,7 +306,7 @@ def build_crl(
     }
     entries = []
     for entry in revoked:
-        # Naive UTC saves cryptography a time-zone conversion per entry (a third of the time).
+        # Naive UTC saves cryptography a time-zone conversion per entry.
         revoked_at = entry.revoked_at
         if revoked_at.tzinfo is not None:
             revoked_at = revoked_at.astimezone(dt.UTC).replace(tzinfo=None)
