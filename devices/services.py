@@ -55,6 +55,7 @@ from kernel.errors import ServiceError
 from kernel.locks import LockTimeout, exclusive_lock
 from kernel.sealing import seal, unseal
 from pki.crl import CRL_LOCK
+from pki.csr import ParsedCSR, parse_csr
 from pki.errors import PKIError
 from pki.issuance import (
     IssuedCertificate,
@@ -64,7 +65,7 @@ from pki.issuance import (
     sign_certificate,
 )
 from pki.models import Certificate, CertificateStatus
-from pki.profiles import KeyType, ParsedCSR, PrivateKey, RevocationReason, parse_csr
+from pki.profiles import KeyType, PrivateKey, RevocationReason
 from pki.revocation import revoke_certificates
 
 Actor = AbstractBaseUser | AnonymousUser | None

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from pki.csr import ParsedCSR
 from pki.errors import CAKeyError, CertificateLintError, PKIError
 from pki.keystore import CertificateAuthority, get_ca
 from pki.lint import lint_certificate
@@ -29,7 +30,6 @@ from pki.profiles import (
     CertificateRequest,
     EndEntityProfile,
     KeyType,
-    ParsedCSR,
     PrivateKey,
     PublicKey,
     end_entity_builder,

@@ -17,10 +17,11 @@ import pki.crl
 from pki import errors
 from pki.authority import initialize_ca
 from pki.crl import crl_number, crl_refresh_due, publish_crl
+from pki.csr import parse_csr
 from pki.issuance import issue_certificate, record_certificate, sign_certificate
 from pki.keystore import CertificateAuthority, keystore
 from pki.models import Certificate, CertificateRevocationList, CertificateStatus
-from pki.profiles import DEVICE_PROFILE, EndEntityProfile, KeyType, RevocationReason, parse_csr, serial_hex
+from pki.profiles import DEVICE_PROFILE, EndEntityProfile, KeyType, RevocationReason, serial_hex
 from pki.revocation import revoke_certificate
 from tests.helpers import (
     assert_crl_contains,

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import pki.crl
 from pki import errors
+from pki.csr import parse_csr
 from pki.lint import lint_certificate, lint_crl
 from pki.profiles import (
     CertificateRequest,
@@ -24,7 +25,6 @@ from pki.profiles import (
     build_ca_certificate,
     build_crl,
     end_entity_builder,
-    parse_csr,
     serial_hex,
 )
 from tests.helpers import assert_crl_contains, assert_signed_by, make_csr
