@@ -20,10 +20,10 @@ def main() -> None:
     from cryptography import x509
     from django.utils import timezone
 
+    from pki.crl import publish_crl
     from pki.keystore import get_ca
     from pki.models import Certificate, CertificateStatus
     from pki.profiles import RevocationReason, RevokedEntry, build_crl, serial_hex
-    from pki.services import publish_crl
 
     authority = get_ca()
     now = timezone.now()

@@ -43,7 +43,7 @@ def main() -> None:
     from broker.backends.dynsec import MosquittoDynsecBackend
     from broker.dynsec_session import ControlSession
     from broker.sync import sync_broker
-    from pki.services import revoke_certificate
+    from pki.revocation import revoke_certificate
     from tests.mosquitto import configured_broker, stop_mosquitto
 
     # Time spent waiting for the broker to carry out a change's commands (not the read-only

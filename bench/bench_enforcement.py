@@ -48,7 +48,7 @@ def main() -> None:
     from accounts.services import create_api_token
     from broker.probe import REVOKED, connect_outcome, issue_sync_canary, wait_until_refused
     from broker.sync import reload_broker, sync_broker
-    from pki.services import revoke_certificate
+    from pki.revocation import revoke_certificate
     from tests.mosquitto import (
         NOT_AUTHORIZED,
         DeviceClient,

@@ -44,7 +44,7 @@ def main() -> None:
 
     register_once()  # warm-up: first CA load, lint validator, throw-away lint key
     # In turn, one of each: on a shared machine whose speed drifts over a minute, the drift then
-    # falls on both alike (measured one after the other, the ratio moved by 0.5 between runs).
+    # falls on both alike (measured one after the other, the ratio drifted between runs).
     raw, portal = [], []
     for _ in range(SAMPLES):
         raw += timed(raw_keygen_and_sign)

@@ -4,7 +4,7 @@ Layout of the rendered file:
 
 * one `pattern readwrite devices/%u/#` line grants every device its own tree (the certificate
   CN is the MQTT username); it costs nothing at any fleet size, where per-user blocks cost
-  O(n²) for Mosquitto to load (100k users: about 30 s, with the broker frozen);
+  O(n²) for Mosquitto to load, with the broker frozen meanwhile (docs/benchmarks.md);
 * a `user` block per revoked device with `topic deny devices/<id>/#`: Mosquitto applies deny
   lines before grants, so a revoked device's live session loses its topics at the reload
   (the CRL stops it reconnecting);

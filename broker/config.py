@@ -30,7 +30,7 @@ def render_mosquitto_conf(config: BrokerConfig) -> str:
         "allow_anonymous false",
         f"user {config.user}",
         "persistence false",
-        # Nagle's algorithm costs an mTLS connect + publish about 40 ms; off, about 4 ms.
+        # Nagle's algorithm delays the small records of an mTLS connect and publish (docs/benchmarks.md).
         "set_tcp_nodelay true",
     ]
     if config.pid_file:

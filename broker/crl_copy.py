@@ -14,9 +14,9 @@ from django.utils import timezone
 from broker.errors import BrokerSyncError
 from broker.models import BrokerSync
 from kernel.fs import write_atomically
+from pki.crl import check_crl, crl_number, crl_path
 from pki.errors import CRLPublicationError
 from pki.keystore import get_ca
-from pki.services import check_crl, crl_path
 
 
 def _checked_crl() -> tuple[bytes, int]:
@@ -32,8 +32,7 @@ def _checked_crl() -> tuple[bytes, int]:
         check_crl(crl, get_ca().certificate, timezone.now())
     except CRLPublicationError as exc:
         raise BrokerSyncError(f"{exc.message} The broker keeps its previous CRL.") from None
-    number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-    return data, int(number)
+    return data, crl_number(crl)
 
 
 def write_broker_file(path: Path, data: bytes) -> None:
@@ -73,7 +72,7 @@ def copy_crl_if_changed() -> tuple[int, bool]:
         current = crl_path().read_bytes()
         if Path(settings.BROKER_CRL_FILE).read_bytes() == current:
             crl = x509.load_pem_x509_crl(current)
-            return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number), False
+            return crl_number(crl), False
     except (OSError, ValueError, x509.ExtensionNotFound):
         pass  # copy_crl_to_broker says what is wrong
     return copy_crl_to_broker(), True

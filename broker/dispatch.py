@@ -37,7 +37,7 @@ from kernel.locks import LockTimeout, exclusive_lock
 from kernel.tasks import QUEUE_ERRORS, TaskQueueUnavailable, queue_redis, run_task, tasks_run_in_process
 from pki.errors import PKIError
 from pki.profiles import RevocationReason
-from pki.services import revoke_certificates
+from pki.revocation import revoke_certificates
 
 __all__ = [
     "CATCH_UP_BATCH",
@@ -58,6 +58,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Held by the one process catching the broker up; the others skip or wait.
+CATCH_UP_LOCK = "broker-catch-up"
 
 #: The task that syncs the broker (broker.tasks), sent by name.
 SYNC_TASK = "onboarding.sync_broker"
@@ -201,7 +204,7 @@ def catch_up_broker(*, here: bool = True) -> str:
     """
     if not broker_set_up():
         return "no broker set up"  # a fresh install: nothing to catch up with, and no files to write
-    with exclusive_lock("broker-catch-up"):
+    with exclusive_lock(CATCH_UP_LOCK):
         lag = broker_lag()
         unproven = (
             list(_unproven_revocations().order_by("updated_at").values_list("pk", flat=True)[:CATCH_UP_BATCH])

@@ -21,10 +21,11 @@ from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 
 from broker.address import BrokerAddress, probe_address
+from pki.issuance import issue_certificate
 from pki.keystore import keystore
 from pki.models import Certificate, CertificatePurpose
 from pki.profiles import DEVICE_PROFILE, KeyType
-from pki.services import issue_certificate, revoke_certificate
+from pki.revocation import revoke_certificate
 
 MONITOR = "monitor"
 CANARY = "canary"

@@ -29,7 +29,7 @@ from broker.models import BrokerSync, PendingChange
 from broker.probe import REVOKED, UNREACHABLE, SyncCanary, await_refusal, unreachable_reason
 from broker.state import desired_state
 from kernel.locks import exclusive_lock
-from pki.services import crl_path, crl_refresh_due, publish_crl
+from pki.crl import crl_number, crl_path, crl_refresh_due, publish_crl
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def broker_lag() -> list[str]:
     if not found and (settings.BROKER_RELOAD_COMMAND or pid_file()):
         try:
             crl = x509.load_pem_x509_crl(crl_path().read_bytes())
-            number = int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+            number = crl_number(crl)
         except (OSError, ValueError, x509.ExtensionNotFound):
             return ["the CA's CRL cannot be read"]
         if not broker_enforces_crl(number):

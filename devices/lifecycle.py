@@ -16,9 +16,11 @@ from devices.errors import DeviceAlreadyRevoked, DeviceNotFound, InvalidDeviceSt
 from devices.models import Device, DeviceStatus
 from devices.registration import Actor, Registration, prepare_key, user_or_none
 from kernel.locks import exclusive_lock
+from pki.crl import CRL_LOCK
+from pki.issuance import issue_certificate
 from pki.models import Certificate, CertificateStatus
 from pki.profiles import KeyType, RevocationReason
-from pki.services import issue_certificate, revoke_certificates
+from pki.revocation import revoke_certificates
 
 
 def get_device(device_id: str | uuid.UUID) -> Device:
@@ -49,7 +51,7 @@ def revoke_device(
     device is still refused (409), but first pushes the broker, in case it is behind.
     """
     try:
-        with exclusive_lock("crl"), transaction.atomic():
+        with exclusive_lock(CRL_LOCK), transaction.atomic():
             locked = Device.objects.select_for_update().get(pk=device.pk)
             if locked.status == DeviceStatus.REVOKED:
                 raise DeviceAlreadyRevoked(
@@ -102,7 +104,7 @@ def reissue_device(
         )
     chosen_type = key_type or (KeyType(current.key_type) if current else KeyType.RSA2048)
     key = prepare_key(csr_pem, chosen_type)
-    with exclusive_lock("crl"), transaction.atomic():
+    with exclusive_lock(CRL_LOCK), transaction.atomic():
         locked = Device.objects.select_for_update().get(pk=device.pk)
         if locked.status != DeviceStatus.ACTIVE:
             raise InvalidDeviceState(f"Device {locked.id} is {locked.status}; it cannot be re-issued.")
@@ -165,7 +167,7 @@ def delete_device(device: Device, *, actor: Actor = None, address: str | None = 
 
     The certificate rows stay, detached, so the CRL keeps listing them until they expire.
     """
-    with exclusive_lock("crl"), transaction.atomic():
+    with exclusive_lock(CRL_LOCK), transaction.atomic():
         locked = Device.objects.select_for_update().get(pk=device.pk)
         queue_changes([locked.id])  # with the change, so a crash after the commit leaves it for the catch-up
         _revoke_valid_certificates(locked, RevocationReason.CESSATION_OF_OPERATION)

@@ -29,8 +29,9 @@ from devices.errors import HardwareIdConflict
 from devices.models import Device, DeviceStatus, DownloadLink
 from kernel.sealing import seal
 from kernel.tasks import run_task, tasks_run_in_process
-from pki.profiles import KeyType, ParsedCSR, PrivateKey, parse_csr
-from pki.services import IssuedCertificate, SignedCertificate, record_certificate, sign_certificate
+from pki.csr import ParsedCSR, parse_csr
+from pki.issuance import IssuedCertificate, SignedCertificate, record_certificate, sign_certificate
+from pki.profiles import KeyType, PrivateKey
 
 Actor = AbstractBaseUser | AnonymousUser | None
 
@@ -65,8 +66,8 @@ class KeyMaterial:
 def prepare_key(csr_pem: str | None, key_type: KeyType) -> KeyMaterial:
     """Check the CSR or generate the key before any transaction opens.
 
-    RSA key generation takes 50-200 ms; doing it inside a transaction would hold database
-    locks (on SQLite, the whole database) for that long.
+    RSA key generation is slow (docs/benchmarks.md); doing it inside a transaction would hold
+    database locks (on SQLite, the whole database) for that long.
     """
     if csr_pem:
         return KeyMaterial(csr=parse_csr(csr_pem), private_key=None)

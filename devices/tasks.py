@@ -11,7 +11,7 @@ from celery import shared_task
 from devices import provisioning, registration
 from devices.alerts import send_expiry_alerts
 from devices.delivery import discard_expired_bundles
-from pki.services import mark_expired_certificates
+from pki.revocation import mark_expired_certificates
 
 PROVISION_ATTEMPTS = 6  # transient failures: 1, 2, 4, 8, 16 s apart, then the device is failed
 

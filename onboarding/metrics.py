@@ -112,7 +112,7 @@ class ProductCollector(Collector):
 
 
 def _crl_metrics(now: dt.datetime) -> Iterator[Metric]:
-    from pki.services import crl_path
+    from pki.crl import crl_number, crl_path
 
     try:
         crl = x509.load_pem_x509_crl(crl_path().read_bytes())
@@ -128,8 +128,7 @@ def _crl_metrics(now: dt.datetime) -> Iterator[Metric]:
             "Seconds until the published CRL's nextUpdate; brokers refuse every device after it.",
             value=(crl.next_update_utc - now).total_seconds(),
         )
-    number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-    yield GaugeMetricFamily("onboarding_crl_number", "The published CRL's CRL number.", value=number)
+    yield GaugeMetricFamily("onboarding_crl_number", "The published CRL's CRL number.", value=crl_number(crl))
 
 
 _product_registry = CollectorRegistry(auto_describe=False)

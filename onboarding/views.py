@@ -9,11 +9,11 @@ from django.views.decorators.http import require_safe
 
 from accounts import roles
 from devices.alerts import expiring_soon
+from pki.crl import current_crl_record
 from pki.errors import PKIError
 from pki.keystore import get_ca
 from pki.models import Certificate
 from pki.profiles import sha256_fingerprint
-from pki.services import current_crl_record
 
 
 def _verified_viewer(request: HttpRequest) -> bool:

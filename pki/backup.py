@@ -39,11 +39,11 @@ from django.utils import timezone
 
 from kernel.fs import write_atomically
 from kernel.locks import exclusive_lock
+from pki.crl import CRL_LOCK, crl_number, crl_path
 from pki.errors import PKIError
 from pki.keystore import forget_loaded_ca, get_ca, keystore
 from pki.models import Certificate, CertificateRevocationList, CertificateStatus
 from pki.profiles import serial_hex
-from pki.services import crl_path
 
 MAGIC = b"iot-onboarding-ca-backup 1\n"
 # scrypt with N=2^17, r=8: 128 MiB and a fraction of a second per try (RFC 7914; the
@@ -146,14 +146,10 @@ class Snapshot:
             raise BackupError("The backup opened but its contents are not a CA snapshot.") from None
 
 
-def _crl_number(crl: x509.CertificateRevocationList) -> int:
-    return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
-
-
 def export_ca(passphrase: bytes) -> bytes:
     """The CA as an encrypted archive. Taken under the CRL lock, so the CRL is not half-replaced."""
     authority = get_ca()  # proves the key opens with CA_KEY_PASSPHRASE before we vouch for it
-    with exclusive_lock("crl"):
+    with exclusive_lock(CRL_LOCK):
         try:
             crl = x509.load_pem_x509_crl(crl_path().read_bytes())
         except (OSError, ValueError):
@@ -165,7 +161,7 @@ def export_ca(passphrase: bytes) -> bytes:
         certificate=authority.certificate,
         encrypted_key_pem=key_pem,
         crl=crl,
-        crl_number=_crl_number(crl),
+        crl_number=crl_number(crl),
         exported_at=timezone.now().isoformat(),
     )
     return seal(snapshot.to_payload(), passphrase)
@@ -234,7 +230,7 @@ def import_ca(
             "database dump first, or the next CRL would drop them."
         )
     replaced: list[Path] = []
-    with exclusive_lock("crl"), transaction.atomic():
+    with exclusive_lock(CRL_LOCK), transaction.atomic():
         _refuse_existing(store.exists() and not force, store.root)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
         for path in (store.key_path, store.certificate_path, crl_path()):

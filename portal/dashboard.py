@@ -12,10 +12,9 @@ from audit.models import AuditEvent
 from broker.models import BrokerSync
 from devices.models import Device, DeviceStatus
 from kernel.errors import ServiceError
-from pki.crl import read_published_crl
+from pki.crl import crl_refresh_due, current_crl_record, read_published_crl
 from pki.keystore import get_ca
 from pki.models import Certificate, CertificatePurpose, CertificateRevocationList, ExpiryAlert
-from pki.services import crl_refresh_due, current_crl_record
 
 EXPIRY_DAYS = 30
 # Buckets of the expiry chart: days from now, [start, end).

@@ -8,7 +8,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from onboard_cli import text_rules
-from pki.profiles import MAX_CSR_BYTES, KeyType, RevocationReason
+from pki.csr import MAX_CSR_BYTES
+from pki.profiles import KeyType, RevocationReason
 
 MAX_CSV_BYTES = 2 * 1024 * 1024
 METADATA_LINES = 50

@@ -12,9 +12,9 @@ import pytest
 from django.conf import settings
 from django.test.utils import override_settings
 
+from pki.authority import initialize_ca
 from pki.keystore import CertificateAuthority, forget_loaded_ca, get_ca
 from pki.profiles import KeyType
-from pki.services import initialize_ca
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -18,7 +18,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "onboarding.settings")
 django.setup()
 
 from devices import registration  # noqa: E402 - after Django is set up
-from pki.services import sign_certificate  # noqa: E402
+from pki.issuance import sign_certificate  # noqa: E402
 
 _sign = sign_certificate
 

@@ -10,7 +10,8 @@ from django.test import Client
 
 from devices.alerts import send_expiry_alerts
 from devices.tasks import expiry_alerts_task
-from pki import services
+from pki.authority import initialize_ca
+from pki.issuance import issue_certificate
 from pki.keystore import CertificateAuthority
 from pki.profiles import KeyType
 
@@ -23,8 +24,8 @@ def test_each_certificate_is_alerted_once(
     operator.save()
     make_user("reader", "Auditors").save()
     settings.CERT_VALIDITY_DAYS = 40
-    soon = services.issue_certificate("soon", key_type=KeyType.EC_P256).record
-    services.issue_certificate("later", key_type=KeyType.EC_P256, validity_days=400)
+    soon = issue_certificate("soon", key_type=KeyType.EC_P256).record
+    issue_certificate("later", key_type=KeyType.EC_P256, validity_days=400)
 
     assert expiry_alerts_task.delay().get() == 0  # 40 days out: not yet
     with time_machine.travel(dt.datetime.now(dt.UTC) + dt.timedelta(days=15)):
@@ -37,7 +38,7 @@ def test_each_certificate_is_alerted_once(
 
 
 def test_the_ca_itself_is_alerted(fresh_ca_root: Any, db: Any, make_user: Any, mailoutbox: Any) -> None:
-    services.initialize_ca(validity_days=20, key_type=KeyType.EC_P256)
+    initialize_ca(validity_days=20, key_type=KeyType.EC_P256)
     operator = make_user("ops", "Operators")
     operator.email = "ops@example.com"
     operator.save()
@@ -49,7 +50,7 @@ def test_front_page_shows_what_expires_soon_to_staff_only(
     ca: CertificateAuthority, settings: Any, make_user: Any, verified_login: Any
 ) -> None:
     settings.CERT_VALIDITY_DAYS = 10
-    services.issue_certificate("soon", key_type=KeyType.EC_P256)
+    issue_certificate("soon", key_type=KeyType.EC_P256)
     staff_page = verified_login(Client(), make_user("watcher", "Auditors")).get("/").content.decode()
     assert "1 device certificate(s) expire within 30 days" in staff_page
     assert "1 active" in staff_page

@@ -172,7 +172,7 @@ def test_every_operation_documents_its_errors_with_the_error_body(document: dict
 def test_csr_field_has_the_pattern_the_server_enforces(
     document: dict[str, Any], operator_api: APIClient
 ) -> None:
-    from pki.profiles import MAX_CSR_BYTES, PEM_CSR_PATTERN
+    from pki.csr import MAX_CSR_BYTES, PEM_CSR_PATTERN
 
     for path in ("/register", "/api/v1/devices/{id}/reissue"):
         csr = _request_properties(document, path)["csr"]

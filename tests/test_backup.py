@@ -13,11 +13,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from django.core.management import CommandError, call_command
 
+from pki.authority import initialize_ca
 from pki.backup import MAGIC, BackupError, seal, unseal
+from pki.crl import crl_number
+from pki.issuance import issue_certificate
 from pki.keystore import keystore
 from pki.models import Certificate
 from pki.profiles import KeyType, RevocationReason
-from pki.services import initialize_ca, issue_certificate, revoke_certificate
+from pki.revocation import revoke_certificate
 from tests.helpers import openssl_verify
 from tests.test_settings import manage
 
@@ -185,5 +188,4 @@ def test_a_second_instance_restores_the_ca_and_carries_on(
 
 
 def _crl_number(path: Path) -> int:
-    crl = x509.load_pem_x509_crl(path.read_bytes())
-    return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+    return crl_number(x509.load_pem_x509_crl(path.read_bytes()))

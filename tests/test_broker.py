@@ -19,9 +19,9 @@ from broker.backends.dynsec import MosquittoDynsecBackend
 from broker.errors import BrokerSyncError
 from broker.sync import reload_broker, sync_broker
 from devices.models import Device
+from pki.crl import crl_path
 from pki.keystore import get_ca
 from pki.profiles import CertificateRequest, build_ca_certificate, end_entity_builder
-from pki.services import crl_path
 from tests.mosquitto import (
     ACCEPTED,
     NOT_AUTHORIZED,
@@ -371,7 +371,7 @@ def test_a_rule_the_broker_cannot_take_is_not_kept(
 
 def test_an_unreachable_broker_proves_no_enforcement(mosquitto: Broker, operator_api: APIClient) -> None:
     from broker.probe import issue_sync_canary, wait_until_refused
-    from pki.services import revoke_certificate
+    from pki.revocation import revoke_certificate
 
     canary = issue_sync_canary()
     revoke_certificate(canary.record)

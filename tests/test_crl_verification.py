@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from rest_framework.test import APIClient
 
+from pki.crl import crl_path, publish_crl
 from pki.keystore import CertificateAuthority, forget_loaded_ca
-from pki.services import crl_path, publish_crl
 
 BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 

@@ -18,9 +18,10 @@ from rest_framework.test import APIClient
 
 from devices.models import Device
 from pki import errors
+from pki.csr import parse_csr
 from pki.keystore import CertificateAuthority
 from pki.models import Certificate
-from pki.profiles import KeyType, parse_csr
+from pki.profiles import KeyType
 from tests.helpers import make_csr
 from tests.portal_support import signed_in
 from tests.test_portal_views import register_through_form

@@ -29,9 +29,9 @@ from rest_framework.test import APIClient
 from broker.models import PendingChange
 from devices.alerts import send_expiry_alerts
 from devices.models import Device, DeviceStatus, DownloadLink, IdempotentRequest
+from pki.issuance import issue_certificate
 from pki.keystore import CertificateAuthority
 from pki.profiles import KeyType
-from pki.services import issue_certificate
 from tests.mosquitto import Broker
 from tests.redis_server import RedisServer, own_redis
 from tests.tcp_proxy import freezable_proxy

@@ -334,7 +334,7 @@ def test_the_broker_container_reloads_when_the_portal_asks(
 
     from broker.probe import issue_sync_canary
     from broker.sync import enforce_now
-    from pki.services import revoke_certificate
+    from pki.revocation import revoke_certificate
 
     port = free_port()
     directory = tmp_path / "broker"

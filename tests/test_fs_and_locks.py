@@ -77,9 +77,10 @@ def test_lock_serialises_separate_processes(tmp_path: Path, monkeypatch: pytest.
 
 def test_lock_is_reentrant_in_one_thread(settings, tmp_path: Path, db) -> None:
     from kernel.locks import exclusive_lock
+    from pki.crl import CRL_LOCK
 
     settings.LOCK_DIR = tmp_path
-    with exclusive_lock("crl"), exclusive_lock("crl"):
+    with exclusive_lock(CRL_LOCK), exclusive_lock(CRL_LOCK):
         entered = True
     assert entered
 
@@ -91,8 +92,9 @@ def _hold_database_lock(log: str, hold_seconds: float) -> None:
     from django.db import connection
 
     from kernel.locks import exclusive_lock
+    from pki.crl import CRL_LOCK
 
-    with exclusive_lock("crl"):
+    with exclusive_lock(CRL_LOCK):
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 # The lock this backend holds, seen by the server itself.
@@ -145,15 +147,16 @@ def test_processes_serialise_through_the_lock_their_database_calls_for(
 
 def test_a_lock_held_elsewhere_times_out_with_a_clear_error(settings: Any, tmp_path: Path, db: Any) -> None:
     from kernel.locks import LockTimeout, exclusive_lock
+    from pki.crl import CRL_LOCK
 
     settings.LOCK_DIR = tmp_path
     settings.LOCK_TIMEOUT_SECONDS = 0.3
-    with lock_held_elsewhere("crl"):
+    with lock_held_elsewhere(CRL_LOCK):
         started = time.monotonic()
-        with pytest.raises(LockTimeout, match="held the crl lock"), exclusive_lock("crl"):
+        with pytest.raises(LockTimeout, match="held the crl lock"), exclusive_lock(CRL_LOCK):
             pass
         assert 0.3 <= time.monotonic() - started < 5
-    with exclusive_lock("crl"):  # free again once the holder lets go
+    with exclusive_lock(CRL_LOCK):  # free again once the holder lets go
         pass
 
 
@@ -161,6 +164,7 @@ def test_a_revocation_that_cannot_get_the_crl_lock_changes_nothing(
     settings: Any, tmp_path: Path, operator_api: Any, crl_file: Path, broker_files: None
 ) -> None:
     from devices.models import Device
+    from pki.crl import CRL_LOCK
 
     settings.LOCK_DIR = tmp_path
     settings.LOCK_TIMEOUT_SECONDS = 0.3
@@ -171,7 +175,7 @@ def test_a_revocation_that_cannot_get_the_crl_lock_changes_nothing(
         "/register", {"name": "waits", "key_type": "ec-p256"}, format="json"
     ).json()["id"]
     crl_before = crl_file.read_bytes()
-    with lock_held_elsewhere("crl"):
+    with lock_held_elsewhere(CRL_LOCK):
         response = operator_api.post(f"/revoke/{device_id}")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "lock_timeout"

@@ -12,8 +12,8 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from broker.sync import sync_broker
+from pki.crl import publish_crl
 from pki.keystore import CertificateAuthority
-from pki.services import publish_crl
 
 
 @pytest.fixture

@@ -13,10 +13,16 @@ import time_machine
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pki import errors, services
+import pki.crl
+from pki import errors
+from pki.authority import initialize_ca
+from pki.crl import crl_number, crl_refresh_due, publish_crl
+from pki.csr import parse_csr
+from pki.issuance import issue_certificate, record_certificate, sign_certificate
 from pki.keystore import CertificateAuthority, keystore
 from pki.models import Certificate, CertificateRevocationList, CertificateStatus
-from pki.profiles import DEVICE_PROFILE, EndEntityProfile, KeyType, RevocationReason, parse_csr, serial_hex
+from pki.profiles import DEVICE_PROFILE, EndEntityProfile, KeyType, RevocationReason, serial_hex
+from pki.revocation import revoke_certificate
 from tests.helpers import (
     assert_crl_contains,
     assert_signed_by,
@@ -33,15 +39,11 @@ def load_crl(path: Path) -> x509.CertificateRevocationList:
     return x509.load_pem_x509_crl(path.read_bytes())
 
 
-def crl_number(crl: x509.CertificateRevocationList) -> int:
-    return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
-
-
 @pytest.mark.parametrize("key_type", list(KeyType))
 def test_issued_certificate_passes_lint_and_openssl(
     ca: CertificateAuthority, key_type: KeyType, tmp_path: Path
 ) -> None:
-    issued = services.issue_certificate("device-under-test", key_type=key_type)
+    issued = issue_certificate("device-under-test", key_type=key_type)
     assert issued.private_key is not None
     assert_signed_by(issued.certificate, ca.certificate)
     certificate_file = tmp_path / "device.crt"
@@ -59,7 +61,7 @@ def test_issued_certificate_passes_lint_and_openssl(
 
 def test_csr_subject_is_ignored_and_no_key_is_returned(ca: CertificateAuthority) -> None:
     device_key = ec.generate_private_key(ec.SECP256R1())
-    issued = services.issue_certificate("the-device-id", csr=parse_csr(make_csr(device_key, "someone-else")))
+    issued = issue_certificate("the-device-id", csr=parse_csr(make_csr(device_key, "someone-else")))
     assert issued.private_key is None
     assert issued.record.from_csr
     assert issued.certificate.subject.rfc4514_string() == "CN=the-device-id"
@@ -69,9 +71,7 @@ def test_csr_subject_is_ignored_and_no_key_is_returned(ca: CertificateAuthority)
 def test_serials_are_positive_large_unique_and_match_the_pem(
     ca: CertificateAuthority, tmp_path: Path
 ) -> None:
-    records = [
-        services.issue_certificate(f"device-{index}", key_type=KeyType.EC_P256).record for index in range(40)
-    ]
+    records = [issue_certificate(f"device-{index}", key_type=KeyType.EC_P256).record for index in range(40)]
     serials = [record.serial_number for record in records]
     assert len(set(serials)) == len(serials)
     for record in records:
@@ -88,11 +88,11 @@ def test_serials_are_positive_large_unique_and_match_the_pem(
 
 
 def test_serial_collision_is_retried(ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch) -> None:
-    taken = services.issue_certificate("first", key_type=KeyType.EC_P256).record.serial_number
+    taken = issue_certificate("first", key_type=KeyType.EC_P256).record.serial_number
     fresh = x509.random_serial_number()
     draws = iter([taken, fresh])
     monkeypatch.setattr(x509, "random_serial_number", lambda: next(draws))
-    second = services.issue_certificate("second", key_type=KeyType.EC_P256)
+    second = issue_certificate("second", key_type=KeyType.EC_P256)
     assert second.record.serial == serial_hex(fresh)
 
 
@@ -104,11 +104,11 @@ def test_a_serial_taken_between_signing_and_recording_is_signed_again(
     draws = iter([shared, shared, fresh])
     monkeypatch.setattr(x509, "random_serial_number", lambda: next(draws))
     device_key = KeyType.EC_P256.generate()
-    first = services.sign_certificate("first", key_type=KeyType.EC_P256)
-    second = services.sign_certificate("second", private_key=device_key)
-    services.record_certificate(first)
+    first = sign_certificate("first", key_type=KeyType.EC_P256)
+    second = sign_certificate("second", private_key=device_key)
+    record_certificate(first)
 
-    recorded = services.record_certificate(second)
+    recorded = record_certificate(second)
 
     assert recorded.record.serial == serial_hex(fresh)
     assert recorded.certificate.serial_number == fresh
@@ -122,21 +122,21 @@ def test_certificate_that_fails_lint_is_never_signed_by_the_ca(ca: CertificateAu
         extended_key_usage=DEVICE_PROFILE.extended_key_usage, dns_names=("not a host!",)
     )
     with pytest.raises(errors.CertificateLintError, match="RFC 5280"):
-        services.issue_certificate("device", key_type=KeyType.EC_P256, profile=broken)
+        issue_certificate("device", key_type=KeyType.EC_P256, profile=broken)
     assert Certificate.objects.count() == before
 
 
 def test_validity_is_capped_at_the_ca_end(fresh_ca_root: Path, settings, db) -> None:
-    services.initialize_ca(validity_days=10, key_type=KeyType.EC_P256)
+    initialize_ca(validity_days=10, key_type=KeyType.EC_P256)
     settings.CERT_VALIDITY_DAYS = 365
-    issued = services.issue_certificate("device", key_type=KeyType.EC_P256)
+    issued = issue_certificate("device", key_type=KeyType.EC_P256)
     ca_certificate = x509.load_pem_x509_certificate(keystore().certificate_path.read_bytes())
     assert issued.certificate.not_valid_after_utc == ca_certificate.not_valid_after_utc
 
 
 def test_certificate_validity_follows_the_setting(ca: CertificateAuthority, settings) -> None:
     settings.CERT_VALIDITY_DAYS = 7
-    issued = services.issue_certificate("device", key_type=KeyType.EC_P256)
+    issued = issue_certificate("device", key_type=KeyType.EC_P256)
     lifetime = issued.certificate.not_valid_after_utc - issued.certificate.not_valid_before_utc
     assert dt.timedelta(days=7) <= lifetime <= dt.timedelta(days=7, minutes=6)
 
@@ -147,15 +147,15 @@ def test_expired_ca_issues_nothing(ca: CertificateAuthority) -> None:
         time_machine.travel(after_the_ca, tick=False),
         pytest.raises(errors.CAKeyError, match="expired"),
     ):
-        services.issue_certificate("late", key_type=KeyType.EC_P256)
+        issue_certificate("late", key_type=KeyType.EC_P256)
 
 
 class TestRevocation:
     def test_revoked_certificate_is_on_the_crl_and_refused_by_openssl(
         self, ca: CertificateAuthority, crl_file: Path, tmp_path: Path
     ) -> None:
-        issued = services.issue_certificate("device", key_type=KeyType.EC_P256)
-        services.revoke_certificate(issued.record, RevocationReason.KEY_COMPROMISE)
+        issued = issue_certificate("device", key_type=KeyType.EC_P256)
+        revoke_certificate(issued.record, RevocationReason.KEY_COMPROMISE)
         issued.record.refresh_from_db()
         assert issued.record.status == CertificateStatus.REVOKED
         assert issued.record.revocation_reason == "keyCompromise"
@@ -173,11 +173,9 @@ class TestRevocation:
         assert "certificate revoked" in verify.stdout + verify.stderr
 
     def test_crl_lists_exactly_the_unexpired_revoked(self, ca: CertificateAuthority, crl_file: Path) -> None:
-        kept = [
-            services.issue_certificate(f"d{index}", key_type=KeyType.EC_P256).record for index in range(3)
-        ]
+        kept = [issue_certificate(f"d{index}", key_type=KeyType.EC_P256).record for index in range(3)]
         for record in kept[:2]:
-            services.revoke_certificate(record)
+            revoke_certificate(record)
         already_on_crl = {record.serial_number for record in Certificate.objects.on_crl()}
         assert_crl_contains(load_crl(crl_file), already_on_crl)
         assert {record.serial_number for record in kept[:2]} <= already_on_crl
@@ -186,11 +184,11 @@ class TestRevocation:
     def test_revoking_twice_is_refused_and_adds_no_crl(
         self, ca: CertificateAuthority, crl_file: Path
     ) -> None:
-        record = services.issue_certificate("device", key_type=KeyType.EC_P256).record
-        services.revoke_certificate(record)
+        record = issue_certificate("device", key_type=KeyType.EC_P256).record
+        revoke_certificate(record)
         number = crl_number(load_crl(crl_file))
         with pytest.raises(errors.CertificateAlreadyRevoked):
-            services.revoke_certificate(record)
+            revoke_certificate(record)
         assert crl_number(load_crl(crl_file)) == number
 
     def test_crl_number_only_grows_and_next_update_is_ahead(
@@ -198,7 +196,7 @@ class TestRevocation:
     ) -> None:
         numbers = []
         for _ in range(3):
-            record = services.publish_crl()
+            record = publish_crl()
             crl = load_crl(crl_file)
             numbers.append(crl_number(crl))
             assert crl_number(crl) == record.number
@@ -208,35 +206,35 @@ class TestRevocation:
     def test_crl_number_continues_past_a_database_that_forgot(
         self, ca: CertificateAuthority, crl_file: Path
     ) -> None:
-        services.publish_crl()
+        publish_crl()
         on_disk = crl_number(load_crl(crl_file))
         CertificateRevocationList.objects.all().delete()  # as after restoring an older backup
-        services.publish_crl()
+        publish_crl()
         assert crl_number(load_crl(crl_file)) == on_disk + 1
 
     def test_expired_certificates_leave_the_crl(
         self, ca: CertificateAuthority, crl_file: Path, settings
     ) -> None:
         settings.CERT_VALIDITY_DAYS = 2
-        record = services.issue_certificate("short-lived", key_type=KeyType.EC_P256).record
-        services.revoke_certificate(record)
+        record = issue_certificate("short-lived", key_type=KeyType.EC_P256).record
+        revoke_certificate(record)
         assert record.serial_number in {entry.serial_number for entry in load_crl(crl_file)}
         with time_machine.travel(record.not_after + dt.timedelta(hours=1)):
-            services.publish_crl()
+            publish_crl()
         assert record.serial_number not in {entry.serial_number for entry in load_crl(crl_file)}
 
     def test_failed_crl_write_rolls_the_revocation_back(
         self, ca: CertificateAuthority, crl_file: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        record = services.issue_certificate("device", key_type=KeyType.EC_P256).record
+        record = issue_certificate("device", key_type=KeyType.EC_P256).record
         before = crl_file.read_bytes()
 
         def disk_full(path: Path, data: bytes, mode: int = 0o644) -> None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        monkeypatch.setattr(services, "write_atomically", disk_full)
+        monkeypatch.setattr(pki.crl, "write_atomically", disk_full)
         with pytest.raises(errors.CRLPublicationError, match="No space left on device"):
-            services.revoke_certificate(record)
+            revoke_certificate(record)
         record.refresh_from_db()
         assert record.status == CertificateStatus.ACTIVE
         assert crl_file.read_bytes() == before
@@ -255,7 +253,7 @@ def test_ca_key_is_loaded_once_per_process(ca: CertificateAuthority, monkeypatch
     keystore_module.forget_loaded_ca()
     monkeypatch.setattr(keystore_module.FileKeyStore, "load", counting_load)
     for index in range(3):
-        services.issue_certificate(f"d{index}", key_type=KeyType.EC_P256)
+        issue_certificate(f"d{index}", key_type=KeyType.EC_P256)
     assert len(loads) == 1
 
 
@@ -268,7 +266,7 @@ def test_refresh_crl_resigns_at_half_validity(
 
     settings.BROKER_ACL_FILE = tmp_path / "acl"
     settings.BROKER_CRL_FILE = tmp_path / "broker-crl.pem"
-    services.publish_crl()
+    publish_crl()
     first = crl_number(load_crl(crl_file))
     out = StringIO()
     call_command("refresh_crl", stdout=out)
@@ -276,7 +274,7 @@ def test_refresh_crl_resigns_at_half_validity(
     assert crl_number(load_crl(crl_file)) == first
     half_way = dt.datetime.now(dt.UTC) + dt.timedelta(hours=settings.CRL_VALIDITY_HOURS / 2, minutes=1)
     with time_machine.travel(half_way):
-        assert services.crl_refresh_due()
+        assert crl_refresh_due()
         call_command("refresh_crl", stdout=out)
         renewed = load_crl(crl_file)
         assert crl_number(renewed) == first + 1
@@ -288,11 +286,11 @@ def test_refresh_crl_resigns_at_half_validity(
 
 
 def test_crl_entries_carry_each_revocation_time_and_reason(ca: CertificateAuthority, crl_file: Path) -> None:
-    first = services.issue_certificate("early", key_type=KeyType.EC_P256).record
-    later = services.issue_certificate("later", key_type=KeyType.EC_P256).record
-    services.revoke_certificate(first, RevocationReason.KEY_COMPROMISE)
+    first = issue_certificate("early", key_type=KeyType.EC_P256).record
+    later = issue_certificate("later", key_type=KeyType.EC_P256).record
+    revoke_certificate(first, RevocationReason.KEY_COMPROMISE)
     with time_machine.travel(dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)):
-        services.revoke_certificate(later, RevocationReason.SUPERSEDED)
+        revoke_certificate(later, RevocationReason.SUPERSEDED)
         crl = load_crl(crl_file)
     for record, reason in ((first, x509.ReasonFlags.key_compromise), (later, x509.ReasonFlags.superseded)):
         record.refresh_from_db()
@@ -314,22 +312,22 @@ def test_crl_publication_pauses_the_garbage_collector_only_while_it_builds(
         seen.append(gc.isenabled())
         return real_build(**kwargs)
 
-    monkeypatch.setattr(services, "build_crl", watching_build)
-    services.publish_crl()
+    monkeypatch.setattr(pki.crl, "build_crl", watching_build)
+    publish_crl()
     assert seen == [False] and gc.isenabled()
 
     def broken_build(**kwargs: Any) -> x509.CertificateRevocationList:
         raise ValueError("the CA key could not sign")
 
-    monkeypatch.setattr(services, "build_crl", broken_build)
+    monkeypatch.setattr(pki.crl, "build_crl", broken_build)
     with pytest.raises(ValueError):
-        services.publish_crl()
+        publish_crl()
     assert gc.isenabled()  # back on after a failure too
 
-    monkeypatch.setattr(services, "build_crl", real_build)
+    monkeypatch.setattr(pki.crl, "build_crl", real_build)
     gc.disable()  # a caller that paused it itself keeps it paused
     try:
-        services.publish_crl()
+        publish_crl()
         assert not gc.isenabled()
     finally:
         gc.enable()
@@ -346,8 +344,8 @@ def test_crl_numbering_follows_a_crl_put_in_place_by_someone_else(
     from pki.keystore import get_ca
     from pki.profiles import build_crl
 
-    services.publish_crl()
-    services.publish_crl()
+    publish_crl()
+    publish_crl()
     ours = crl_number(load_crl(crl_file))
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     theirs = build_crl(
@@ -359,7 +357,7 @@ def test_crl_numbering_follows_a_crl_put_in_place_by_someone_else(
         next_update=now + dt.timedelta(hours=1),
     )
     write_atomically(crl_file, theirs.public_bytes(serialization.Encoding.PEM))
-    services.publish_crl()
+    publish_crl()
     assert crl_number(load_crl(crl_file)) == ours + 11
-    services.publish_crl()  # and again, now from the file this process wrote
+    publish_crl()  # and again, now from the file this process wrote
     assert crl_number(load_crl(crl_file)) == ours + 12

@@ -13,10 +13,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
 from broker.sync import sync_broker
+from pki.crl import publish_crl
+from pki.issuance import issue_certificate
 from pki.keystore import CertificateAuthority
 from pki.models import Certificate
 from pki.profiles import KeyType
-from pki.services import issue_certificate, publish_crl, revoke_certificate
+from pki.revocation import revoke_certificate
 from tests.helpers import open_bundle
 
 TOKEN = "metrics-token-0123456789abcdef"

@@ -10,9 +10,10 @@ from cryptography import x509
 from django.core.management import call_command
 from django.test import Client
 
-from pki import services
+from pki.issuance import issue_certificate
 from pki.keystore import CertificateAuthority, keystore
 from pki.profiles import KeyType, sha256_fingerprint
+from pki.revocation import revoke_certificate
 
 
 @pytest.mark.django_db
@@ -35,8 +36,8 @@ def test_home_page_without_a_ca_says_what_to_do(fresh_ca_root: Path, client: Cli
 
 
 def test_crl_is_served_as_pem_and_der(ca: CertificateAuthority, client: Client, crl_file: Path) -> None:
-    record = services.issue_certificate("device", key_type=KeyType.EC_P256).record
-    services.revoke_certificate(record)
+    record = issue_certificate("device", key_type=KeyType.EC_P256).record
+    revoke_certificate(record)
     pem_response = client.get("/crl.pem")
     assert pem_response.status_code == 200
     assert pem_response["Content-Type"] == "application/x-pem-file"

@@ -452,7 +452,7 @@ def test_a_failed_broker_sync_keeps_its_changes_pending_and_asks_again(
     assert queue.exists(SYNC_PENDING_KEY)  # changes meanwhile ride along with it
 
     monkeypatch.undo()
-    from pki.services import publish_crl
+    from pki.crl import publish_crl
 
     publish_crl()
     sync_broker_debounced(prove=False, changes=True)  # the ACL backend: a full render

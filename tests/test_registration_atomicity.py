@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from devices import delivery, lifecycle, registration
 from devices import models as device_models
 from devices.models import Device, DownloadLink
-from pki import services as pki_services
+from pki import issuance
 from pki.models import Certificate, CertificateRevocationList
 
 
@@ -34,7 +34,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 STEPS = {
     "key generation": (registration, "prepare_key"),
     "device row": (Device, "save"),
-    "lint before signing": (pki_services, "_lint_before_signing"),
+    "lint before signing": (issuance, "_lint_before_signing"),
     "certificate row": (Certificate.objects, "create"),
     "signing": (registration, "sign_certificate"),
     "certificate record": (registration, "record_certificate"),
@@ -157,13 +157,13 @@ def test_a_bundle_carries_the_certificate_recorded_after_a_serial_collision(
     from tests.helpers import open_bundle
 
     fresh = x509.random_serial_number()
-    real_record = pki_services.record_certificate
+    real_record = issuance.record_certificate
 
     def another_process_records_the_serial_first(
-        signed: pki_services.SignedCertificate, *, device_id: uuid.UUID | None = None
-    ) -> pki_services.IssuedCertificate:
+        signed: issuance.SignedCertificate, *, device_id: uuid.UUID | None = None
+    ) -> issuance.IssuedCertificate:
         monkeypatch.setattr(x509, "random_serial_number", lambda: signed.certificate.serial_number)
-        pki_services.record_certificate(pki_services.sign_certificate("another", key_type=KeyType.EC_P256))
+        issuance.record_certificate(issuance.sign_certificate("another", key_type=KeyType.EC_P256))
         monkeypatch.setattr(x509, "random_serial_number", lambda: fresh)
         return real_record(signed, device_id=device_id)
 

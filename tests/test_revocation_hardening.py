@@ -32,10 +32,10 @@ from broker import tasks as broker_tasks
 from broker.sync import broker_lag
 from devices import delivery, tasks
 from devices.models import Device, DownloadLink
+from pki.authority import initialize_ca
 from pki.keystore import CertificateAuthority, forget_loaded_ca
 from pki.models import Certificate
 from pki.profiles import KeyType
-from pki.services import initialize_ca
 from tests.helpers import free_port, subprocess_database_url
 from tests.mosquitto import (
     Broker,

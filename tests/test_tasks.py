@@ -11,9 +11,11 @@ import time_machine
 from cryptography import x509
 from django.conf import settings as django_settings
 
+import pki.crl
 from broker.tasks import refresh_crl_task, sync_broker_task
 from devices.tasks import cleanup_bundles_task, expire_certificates_task
-from pki import services
+from pki.crl import publish_crl
+from pki.issuance import issue_certificate
 from pki.keystore import CertificateAuthority, forget_loaded_ca
 from pki.models import Certificate, CertificateStatus
 from pki.profiles import KeyType
@@ -21,14 +23,13 @@ from tests.workers import REDIS_URL, celery_worker
 
 
 def crl_number(path: Path) -> int:
-    crl = x509.load_pem_x509_crl(path.read_bytes())
-    return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+    return pki.crl.crl_number(x509.load_pem_x509_crl(path.read_bytes()))
 
 
 def test_crl_job_resigns_near_next_update_and_not_before(
     ca: CertificateAuthority, crl_file: Path, broker_files: None, settings: Any
 ) -> None:
-    services.publish_crl()
+    publish_crl()
     first = crl_number(crl_file)
     assert refresh_crl_task.delay().get() is None  # fresh: nothing to do
     near_next_update = dt.datetime.now(dt.UTC) + dt.timedelta(hours=settings.CRL_VALIDITY_HOURS - 1)
@@ -39,7 +40,7 @@ def test_crl_job_resigns_near_next_update_and_not_before(
 
 def test_expiry_and_cleanup_jobs(ca: CertificateAuthority, broker_files: None, settings: Any) -> None:
     settings.CERT_VALIDITY_DAYS = 1
-    record = services.issue_certificate("short", key_type=KeyType.EC_P256).record
+    record = issue_certificate("short", key_type=KeyType.EC_P256).record
     assert expire_certificates_task.delay().get() == 0
     with time_machine.travel(record.not_after + dt.timedelta(minutes=1)):
         assert expire_certificates_task.delay().get() == 1

@@ -13,9 +13,10 @@ from devices.api.schema import EXAMPLE_CSR
 from devices.models import Device, DeviceStatus
 from devices.registration import Registration
 from onboard_cli import text_rules
+from pki.csr import MAX_CSR_BYTES, PEM_CSR_PATTERN
 from pki.keystore import get_ca
 from pki.models import Certificate
-from pki.profiles import MAX_CSR_BYTES, PEM_CSR_PATTERN, KeyType, RevocationReason
+from pki.profiles import KeyType, RevocationReason
 
 MAX_METADATA_BYTES = 8 * 1024
 

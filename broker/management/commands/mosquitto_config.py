@@ -27,10 +27,11 @@ from broker.probe import create_probe_identities
 from broker.sync import sync_broker
 from kernel.errors import ServiceError
 from kernel.fs import write_atomically
+from pki.issuance import issue_certificate
 from pki.keystore import get_ca
 from pki.models import Certificate, CertificatePurpose
 from pki.profiles import EndEntityProfile, KeyType, RevocationReason
-from pki.services import issue_certificate, revoke_certificate
+from pki.revocation import revoke_certificate
 
 SERVER_RENEW_DAYS = 30
 # Clients check the subjectAltName (RFC 6125); the CN only names the certificate for people.

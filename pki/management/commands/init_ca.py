@@ -4,9 +4,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from pki.authority import DEFAULT_CA_COMMON_NAME, DEFAULT_CA_KEY_TYPE, DEFAULT_CA_VALIDITY_DAYS, initialize_ca
 from pki.errors import PKIError
 from pki.profiles import KeyType, sha256_fingerprint
-from pki.services import DEFAULT_CA_COMMON_NAME, DEFAULT_CA_KEY_TYPE, DEFAULT_CA_VALIDITY_DAYS, initialize_ca
 
 
 class Command(BaseCommand):
