@@ -585,7 +585,7 @@ def sync_broker_debounced(*, prove: bool, changes: bool = False) -> str:
 
 #: Revoked devices not yet proven refused that one catch-up sends again, at most.
 CATCH_UP_BATCH = 1000
-#: Held by the one process catching the broker up; the others skip or wait.
+#: Held by the one process catching the broker up; the others wait for it.
 CATCH_UP_LOCK = "broker-catch-up"
 
 
