@@ -59,7 +59,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Held by the one process catching the broker up; the others skip or wait.
+#: Held by the one process catching the broker up; the others wait for it.
 CATCH_UP_LOCK = "broker-catch-up"
 
 #: The task that syncs the broker (broker.tasks), sent by name.
