@@ -428,12 +428,12 @@ REST_FRAMEWORK = {
         "accounts.authentication.VerifiedSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["onboarding.api.BoundedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_THROTTLE_CLASSES": ["onboarding.api.AnonymousThrottle", "onboarding.api.UserThrottle"],
-    "DEFAULT_PAGINATION_CLASS": "onboarding.api.Pagination",
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttles.AnonymousThrottle", "api.throttles.UserThrottle"],
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.Pagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "onboarding.api.exception_handler",
+    "EXCEPTION_HANDLER": "api.handlers.exception_handler",
     # Throttles identify clients by address: trust X-Forwarded-For only from this many proxies
     # (0: the socket's address), or anyone could pick a fresh identity per request.
     "NUM_PROXIES": env.int("TRUSTED_PROXY_COUNT", default=0),

@@ -16,6 +16,8 @@ from rest_framework.reverse import reverse
 
 from accounts import roles
 from accounts.permissions import ActionPermission
+from api.ordering import StrictOrderingFilter
+from api.schema import error_responses, list_parameters
 from devices import idempotency, services
 from devices.api.filters import MAX_EXPIRY_DAYS, MAX_SEARCH_LENGTH, DeviceFilter
 from devices.api.serializers import (
@@ -31,7 +33,6 @@ from devices.api.serializers import (
 from devices.models import Device
 from devices.queueing import TaskQueueUnavailable
 from kernel.addresses import client_address
-from onboarding.api import StrictOrderingFilter, error_responses, list_parameters
 from pki.profiles import KeyType, RevocationReason
 
 
