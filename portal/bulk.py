@@ -36,7 +36,7 @@ from devices import services
 from devices.models import Device
 from kernel.errors import ServiceError
 from onboard_cli import text_rules
-from onboard_cli.text_rules import safe_row  # the same cells as `onboard bulk-register` writes
+from onboard_cli.text_rules import RESULT_COLUMNS, safe_row  # the file `onboard bulk-register` writes
 from pki.profiles import KeyType
 from portal import sealed
 from portal.models import BulkJob, BulkJobStatus, BulkResult
@@ -48,17 +48,6 @@ RESERVED = {NAME, HARDWARE_ID, KEY_TYPE}
 MAX_METADATA_VALUE = 256
 # A row never takes this long (RSA keygen and a signature); silence beyond it means the runner died.
 HEARTBEAT_STALE = dt.timedelta(minutes=2)
-RESULT_COLUMNS = [
-    "line",
-    "name",
-    "hardware_id",
-    "device_id",
-    "status",
-    "download_url",
-    "bundle_password",
-    "link_expires_at",
-    "error",
-]
 
 
 @dataclass

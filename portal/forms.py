@@ -95,10 +95,12 @@ class CSRFields(forms.Form):
 class RegisterForm(CSRFields):
     # strip=False: Django's strip would cut a line break or U+2028 off the ends unseen; the
     # shared rule refuses them instead (only plain spaces are dropped).
-    name = forms.CharField(max_length=128, strip=False, help_text="Shown in lists; one line.")
+    name = forms.CharField(
+        max_length=text_rules.MAX_LENGTH, strip=False, help_text="Shown in lists; one line."
+    )
     hardware_id = forms.CharField(
         label="Hardware id (optional)",
-        max_length=128,
+        max_length=text_rules.MAX_LENGTH,
         required=False,
         strip=False,
         help_text="Serial number or MAC; unique.",

@@ -20,7 +20,8 @@ APPS = (
 LAYERS: tuple[tuple[str, int], ...] = (
     # The shared kernel: helpers that import no app.
     ("kernel", 0),
-    ("onboard_cli.text_rules", 0),  # the one-line rule, shared by the server and the client
+    ("onboard_cli.text_rules", 0),  # the one-line rule and the result file, shared by server and client
+    ("onboard_cli.vocabulary", 0),  # key types, revocation reasons, device statuses: the API's names
     ("pki", 1),
     ("audit", 1),
     ("broker", 2),
@@ -122,6 +123,7 @@ def test_the_check_sees_an_upward_import() -> None:
     assert is_upward("devices.services", "onboarding.health")
     assert is_upward("devices.services", "onboard_cli.main")
     assert not is_upward("devices.services", "onboard_cli.text_rules")
+    assert not is_upward("pki.profiles", "onboard_cli.vocabulary")
     assert not is_upward("portal.views.devices", "devices.services")
     assert not is_upward("onboarding.urls", "portal.views")
     assert is_upward("api.handlers", "onboarding.settings")
