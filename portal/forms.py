@@ -12,6 +12,10 @@ from pki.profiles import MAX_CSR_BYTES, KeyType, RevocationReason
 
 MAX_CSV_BYTES = 2 * 1024 * 1024
 METADATA_LINES = 50
+# Metadata typed into the portal (the form's key=value lines, a bulk file's extra columns):
+# longer keys and values are cut to these lengths.
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 256
 
 KEY_TYPE_CHOICES = [
     (KeyType.RSA2048.value, "RSA 2048 (default)"),
@@ -146,7 +150,7 @@ def parse_metadata(text: str) -> dict[str, str]:
         key, separator, value = line.partition("=")
         if not separator or not key.strip():
             raise ValidationError(f"Line {number}: write key=value.")
-        metadata[key.strip()[:64]] = value.strip()[:256]
+        metadata[key.strip()[:MAX_METADATA_KEY]] = value.strip()[:MAX_METADATA_VALUE]
     return metadata
 
 
