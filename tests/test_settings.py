@@ -25,6 +25,19 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def start_web_server(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Import the web server's entry point (what gunicorn does first) in a new process."""
+    clean = {key: value for key, value in os.environ.items() if key not in _SETTINGS_VARIABLES}
+    return subprocess.run(
+        [sys.executable, "-c", "import onboarding.wsgi"],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 _SETTINGS_VARIABLES = {
     "DEBUG", "SECRET_KEY", "SECRET_KEY_FILE", "CA_KEY_PASSPHRASE", "CA_KEY_PASSPHRASE_FILE",
     "DATA_DIR", "CA_ROOT_PATH", "DATABASE_URL", "DJANGO_SETTINGS_MODULE", "ALLOWED_HOSTS",
@@ -119,15 +132,7 @@ def test_web_server_refuses_to_start_with_an_exposed_ca_key(tmp_path: Path) -> N
     assert manage("migrate", env=env).returncode == 0
     assert manage("init_ca", "--key-type", "ec-p256", env=env).returncode == 0
     (tmp_path / "certs" / "ca.key").chmod(0o644)
-    clean = {key: value for key, value in os.environ.items() if key not in _SETTINGS_VARIABLES}
-    result = subprocess.run(
-        [sys.executable, "-c", "import onboarding.wsgi"],
-        cwd=ROOT,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = start_web_server(env)
     assert result.returncode != 0
     assert "Refusing to start" in result.stderr and "chmod 600" in result.stderr
 
@@ -157,15 +162,7 @@ def test_a_bad_metrics_network_stops_check_and_the_web_server(tmp_path: Path) ->
         in result.stderr
     )
     assert "Traceback" not in result.stderr
-    clean = {key: value for key, value in os.environ.items() if key not in _SETTINGS_VARIABLES}
-    web = subprocess.run(
-        [sys.executable, "-c", "import onboarding.wsgi"],
-        cwd=ROOT,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    web = start_web_server(env)
     assert web.returncode != 0
     assert "Refusing to start: METRICS_ALLOWED_NETWORKS: 'ten' is not a network" in web.stderr
     env["METRICS_ALLOWED_NETWORKS"] = "10.0.0.0/8,127.0.0.1"
