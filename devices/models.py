@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import record
+from onboard_cli import text_rules, vocabulary
 from pki.profiles import RevocationReason
 
 if TYPE_CHECKING:
@@ -22,10 +23,11 @@ else:
 
 
 class DeviceStatus(models.TextChoices):
-    PENDING = "pending", "Pending"
-    ACTIVE = "active", "Active"
-    REVOKED = "revoked", "Revoked"
-    FAILED = "failed", "Failed"
+    # The names are the API's, shared with the `onboard` client (onboard_cli.vocabulary).
+    PENDING = vocabulary.PENDING, "Pending"
+    ACTIVE = vocabulary.ACTIVE, "Active"
+    REVOKED = vocabulary.REVOKED, "Revoked"
+    FAILED = vocabulary.FAILED, "Failed"
 
 
 #: Certificates of one device, newest first (the order `Device.current_certificate` uses).
@@ -79,9 +81,9 @@ class Device(models.Model):
     """A device of the fleet. Its UUID is its identity everywhere: certificate CN and MQTT username."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    name = models.CharField(max_length=128)
+    name = models.CharField(max_length=text_rules.MAX_LENGTH)
     # Unique when given: several devices may have none (NULLs are distinct).
-    hardware_id = models.CharField(max_length=128, null=True, blank=True, unique=True)
+    hardware_id = models.CharField(max_length=text_rules.MAX_LENGTH, null=True, blank=True, unique=True)
     status = models.CharField(
         max_length=16, choices=DeviceStatus.choices, default=DeviceStatus.PENDING, db_index=True
     )

@@ -25,10 +25,11 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from api.errors import error_body
+from api.schema import error_responses
 from devices.delivery import check_link, download_bundle
 from kernel.addresses import client_address
 from kernel.errors import ServiceError
-from onboarding.api import error_body, error_responses
 
 NEXT_STEP = {
     "unknown_link": "Check that the whole link was copied; links are long.",

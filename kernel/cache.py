@@ -3,7 +3,7 @@
 Django's Redis cache lets redis-py's errors through: the API throttles and the failed-token
 throttle (accounts/authentication.py) read it on every API request, so a Redis that was down or
 frozen answered 500. Here every cache call that fails on Redis raises CacheUnavailable: the API
-answers 503 `cache_unavailable`, and so does any page (onboarding.api.server_error).
+answers 503 `cache_unavailable`, and so does any page (api.handlers.server_error).
 """
 
 from __future__ import annotations

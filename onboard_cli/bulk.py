@@ -13,22 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onboard_cli import text_rules
+from onboard_cli import text_rules, vocabulary
 from onboard_cli.client import CliError, PortalClient, ServerError, Unreachable
-from onboard_cli.text_rules import safe_row
+from onboard_cli.text_rules import RESULT_COLUMNS, safe_row  # the portal's result file too
 
-KEY_TYPES = ("rsa2048", "rsa3072", "ec-p256")
 KNOWN_COLUMNS = ("name", "hardware_id", "key_type", "csr_file")
-RESULT_COLUMNS = [
-    "line",
-    "name",
-    "hardware_id",
-    "device_id",
-    "status",
-    "download_url",
-    "bundle_password",
-    "error",
-]
 DONE = ("registered", "already_registered")
 
 
@@ -105,8 +94,8 @@ def _parse(record: dict[str, Any], line: int, base: Path) -> tuple[Row | None, l
     if hardware_id and (problem := text_rules.one_line_problem(hardware_id)):
         problems.append(f"hardware_id {problem}")
     key_type = (record.get("key_type") or "").strip() or None
-    if key_type and key_type not in KEY_TYPES:
-        problems.append(f"key_type {key_type!r} is not one of {', '.join(KEY_TYPES)}")
+    if key_type and key_type not in vocabulary.KEY_TYPES:
+        problems.append(f"key_type {key_type!r} is not one of {', '.join(vocabulary.KEY_TYPES)}")
     csr = None
     csr_file = (record.get("csr_file") or "").strip()
     if csr_file:
@@ -131,22 +120,31 @@ def _done_lines(out: Path) -> set[int]:
         return {int(row["line"]) for row in csv.DictReader(handle) if row.get("status") in DONE}
 
 
+def _header(out: Path) -> list[str] | None:
+    if not out.exists():
+        return None
+    with out.open(newline="") as handle:
+        return next(csv.reader(handle), None)
+
+
 class ResultWriter:
     """Results go to a file created with mode 0600 (it holds bundle passwords), a row at a time."""
 
     def __init__(self, out: Path) -> None:
+        # A run resumed on a file an older `onboard` began keeps that file's columns.
+        self._columns = _header(out) or list(RESULT_COLUMNS)
         new = not out.exists()
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.fchmod(fd, 0o600)
         self._handle = os.fdopen(fd, "w", newline="")
-        self._writer = csv.DictWriter(self._handle, fieldnames=RESULT_COLUMNS)
+        self._writer = csv.DictWriter(self._handle, fieldnames=self._columns, extrasaction="ignore")
         self._lock = threading.Lock()
         if new:
             self._writer.writeheader()
 
     def write(self, result: dict[str, Any]) -> None:
         with self._lock:
-            self._writer.writerow(safe_row(result, RESULT_COLUMNS))
+            self._writer.writerow(safe_row(result, self._columns))
             self._handle.flush()
 
     def close(self) -> None:
@@ -190,6 +188,7 @@ def register_row(
         "device_id": answer["id"],
         "download_url": answer["download_url"],
         "bundle_password": answer["bundle_password"],
+        "link_expires_at": answer.get("download_expires_at") or "",
     }
 
 

@@ -8,13 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from onboard_cli import output
-from onboard_cli.bulk import KEY_TYPES, read_rows, run_bulk
+from onboard_cli import output, vocabulary
+from onboard_cli.bulk import read_rows, run_bulk
 from onboard_cli.client import CliError, PortalClient
 from onboard_cli.config import profile_path, resolve, save_profile
-
-REASONS = ("unspecified", "keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation",
-           "privilegeWithdrawn")  # fmt: skip
 
 
 def _global_options(*, connection: bool, after_command: bool) -> argparse.ArgumentParser:
@@ -59,26 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--name", required=True)
     register.add_argument("--hardware-id")
     register.add_argument("--csr", type=Path, help="PEM CSR file, when the device made its own key")
-    register.add_argument("--key-type", choices=KEY_TYPES)
+    register.add_argument("--key-type", choices=vocabulary.KEY_TYPES)
     register.add_argument("--out", type=Path, help="download the bundle straight away to this file")
 
     status = commands.add_parser("status", help="a device's status and certificate", parents=everywhere)
     status.add_argument("device_id")
 
     listing = commands.add_parser("list", help="list devices", parents=everywhere)
-    listing.add_argument("--status", choices=("pending", "active", "revoked", "failed"))
+    listing.add_argument("--status", choices=vocabulary.DEVICE_STATUSES)
     listing.add_argument("--expiring-days", type=int)
     listing.add_argument("--search")
 
     revoke = commands.add_parser("revoke", help="revoke a device", parents=everywhere)
     revoke.add_argument("device_id")
-    revoke.add_argument("--reason", choices=REASONS)
+    revoke.add_argument("--reason", choices=vocabulary.REVOCATION_REASONS)
 
     reissue = commands.add_parser(
         "reissue", help="new key and certificate; the old one is superseded", parents=everywhere
     )
     reissue.add_argument("device_id")
-    reissue.add_argument("--key-type", choices=KEY_TYPES)
+    reissue.add_argument("--key-type", choices=vocabulary.KEY_TYPES)
     reissue.add_argument("--csr", type=Path)
     reissue.add_argument("--out", type=Path)
 

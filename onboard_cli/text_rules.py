@@ -1,6 +1,7 @@
 """The one rule for a device's name and hardware id, used by every entry point: the REST API's
 serializer, the portal's registration form, the portal's bulk CSV check and `onboard
-bulk-register`.
+bulk-register`; and the one format of a bulk registration's result file (its columns, and
+cells a spreadsheet cannot run as formulas).
 
 It lives in the CLI's package because that is the package that ships on its own (`pip install
 .` gives `onboard`) and must not import Django; the server imports it from the checkout. It is
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
 MAX_LENGTH = 128
@@ -93,6 +95,20 @@ def clean_typed(value: str) -> str:
 
 # --- Result files (the portal's bulk results and `onboard bulk-register`'s) -----------------
 
+#: The columns of a bulk registration's result file, in order: the portal's download and the
+#: file `onboard bulk-register` writes are the same file, so a script reads either.
+RESULT_COLUMNS = (
+    "line",
+    "name",
+    "hardware_id",
+    "device_id",
+    "status",
+    "download_url",
+    "bundle_password",
+    "link_expires_at",
+    "error",
+)
+
 #: A cell that starts with one of these is read as a formula by spreadsheet programs: a device
 #: name such as `=HYPERLINK(...)` would run when an operator opens the results (CSV injection).
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
@@ -106,5 +122,5 @@ def spreadsheet_safe(value: Any) -> Any:
     return value
 
 
-def safe_row(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+def safe_row(row: dict[str, Any], columns: Sequence[str] = RESULT_COLUMNS) -> dict[str, Any]:
     return {column: spreadsheet_safe(row.get(column, "")) for column in columns}

@@ -18,12 +18,12 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from api.schema import error_responses
 from broker.address import broker_set_up
 from broker.probe import UNREACHABLE, probe_broker, probe_configured
 from broker.sync import broker_drift
 from kernel.errors import ServiceError
 from kernel.tasks import tasks_run_in_process
-from onboarding.api import error_responses
 from pki.crl import read_published_crl
 from pki.errors import PKIError
 from pki.keystore import get_ca

@@ -26,8 +26,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from api.errors import error_body
 from kernel.addresses import client_address
-from onboarding.api import error_body
 
 # docs/deployment.md "Metrics" lists these; dashboards and alerts depend on the names.
 EXPIRING_WITHIN_DAYS = 30

@@ -8,15 +8,12 @@ anywhere else a missing secret stops start-up with one sentence saying what to s
 from __future__ import annotations
 
 import datetime
-import ipaddress
-import os
-import secrets
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from pki.profiles import RevocationReason
+from kernel.secret_settings import optional_secret, private_dir, read_secret_file, secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -29,62 +26,19 @@ DEVELOPMENT = DEBUG
 DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
 
 
-def _ensure_private_dir(path: Path) -> Path:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return path
+def _generated_in_development(filename: str) -> Path | None:
+    """Where development keeps a generated secret; None elsewhere (a missing secret stops start-up)."""
+    return DATA_DIR / filename if DEVELOPMENT else None
 
 
-def _read_secret_file(path: str, name: str) -> str:
-    try:
-        value = Path(path).read_text().strip()
-    except OSError as exc:
-        raise ImproperlyConfigured(
-            f"{name}_FILE points at {path}, which cannot be read ({exc.strerror})."
-        ) from None
-    if not value:
-        raise ImproperlyConfigured(f"{name}_FILE points at {path}, which is empty.")
-    return value
-
-
-def _generated_development_secret(filename: str) -> str:
-    """Create once, then reuse, a random secret kept in DATA_DIR with mode 0600."""
-    path = _ensure_private_dir(DATA_DIR) / filename
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
-
-
-def secret(name: str, generated_filename: str) -> str:
-    """A secret from NAME, or from the file named by NAME_FILE, or generated in development."""
-    value = str(env.str(name, default=""))
-    if value:
-        return value
-    file_path = env.str(f"{name}_FILE", default="")
-    if file_path:
-        return _read_secret_file(file_path, name)
-    if DEVELOPMENT:
-        return _generated_development_secret(generated_filename)
-    raise ImproperlyConfigured(
-        f"{name} is not set: set {name} or {name}_FILE (only development, DEBUG=true, generates one)."
-    )
-
-
-SECRET_KEY = secret("SECRET_KEY", "secret_key")
+SECRET_KEY = secret(env, "SECRET_KEY", generated=_generated_in_development("secret_key"))
 # A process that never touches the CA key (celery beat) runs without its passphrase when told
 # so: CA_KEY_PASSPHRASE_REQUIRED=false. The key store then refuses to load or create a CA.
 CA_KEY_PASSPHRASE = (
-    secret("CA_KEY_PASSPHRASE", "ca_passphrase")
+    secret(env, "CA_KEY_PASSPHRASE", generated=_generated_in_development("ca_passphrase"))
     if env.bool("CA_KEY_PASSPHRASE_REQUIRED", default=True)
     else ""
 )
-
-
-def optional_secret(name: str) -> str:
-    """A secret from NAME or the file named by NAME_FILE; empty when neither is set."""
-    file_path = env.str(f"{name}_FILE", default="")
-    return str(env.str(name, default="")) or (_read_secret_file(file_path, name) if file_path else "")
 
 
 ALLOWED_HOSTS: list[str] = env.list(
@@ -168,7 +122,7 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": env.db("DATABASE_URL", default=f"sqlite:///{_ensure_private_dir(DATA_DIR) / 'devices.db'}"),
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{private_dir(DATA_DIR) / 'devices.db'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Writers take the lock when their transaction begins and wait for each other (up to the
@@ -179,7 +133,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 # PostgreSQL (psycopg 3): the password may come from a file (a Docker secret) instead of the URL.
 if env.str("DATABASE_PASSWORD_FILE", default=""):
-    DATABASES["default"]["PASSWORD"] = _read_secret_file(
+    DATABASES["default"]["PASSWORD"] = read_secret_file(
         env.str("DATABASE_PASSWORD_FILE"), "DATABASE_PASSWORD"
     )
 # The database the test suite creates; unset: Django's default (in-memory for SQLite).
@@ -198,6 +152,8 @@ DATABASE_LOCK_TIMEOUT_SECONDS: float = env.float("DATABASE_LOCK_TIMEOUT_SECONDS"
 # a server that freezes under an open connection is not bounded by anything else. Below the
 # 10 s a request may take; far above the longest legitimate statement (CRL publication).
 DATABASE_READ_TIMEOUT_SECONDS: float = env.float("DATABASE_READ_TIMEOUT_SECONDS", default=8.0)
+# Checked here, not in a system check: the processes it bounds (gunicorn and Celery workers) run
+# no system checks, and with a bound of 0 or less every database call would be cut at once.
 if not DATABASE_READ_TIMEOUT_SECONDS > 0:
     raise ImproperlyConfigured(
         f"DATABASE_READ_TIMEOUT_SECONDS must be more than 0, not {DATABASE_READ_TIMEOUT_SECONDS}: "
@@ -278,6 +234,7 @@ SECURE_HSTS_PRELOAD: bool = env.bool("SECURE_HSTS_PRELOAD", default=not DEVELOPM
 # `SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO,https`. Set it only when that proxy also
 # strips the header from what clients send, or anyone could claim HTTPS.
 _proxy_ssl_header: list[str] = env.list("SECURE_PROXY_SSL_HEADER", default=[])
+# Checked here: the value decides the (header, value) pair Django's setting holds.
 if _proxy_ssl_header:
     if len(_proxy_ssl_header) != 2 or not _proxy_ssl_header[0].startswith("HTTP_"):
         raise ImproperlyConfigured(
@@ -333,11 +290,7 @@ DEFAULT_FROM_EMAIL: str = env.str("DEFAULT_FROM_EMAIL", default="onboarding@loca
 EMAIL_HOST: str = env.str("EMAIL_HOST", default="localhost")
 EMAIL_PORT: int = env.int("EMAIL_PORT", default=25)
 EMAIL_HOST_USER: str = env.str("EMAIL_HOST_USER", default="")
-EMAIL_HOST_PASSWORD: str = env.str("EMAIL_HOST_PASSWORD", default="") or (
-    _read_secret_file(env.str("EMAIL_HOST_PASSWORD_FILE"), "EMAIL_HOST_PASSWORD")
-    if env.str("EMAIL_HOST_PASSWORD_FILE", default="")
-    else ""
-)
+EMAIL_HOST_PASSWORD = optional_secret(env, "EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS: bool = env.bool("EMAIL_USE_TLS", default=False)
 # Django's own: seconds the SMTP connection waits to connect and for each answer (None: forever).
 EMAIL_TIMEOUT: float = env.float("EMAIL_TIMEOUT", default=10.0)
@@ -428,12 +381,12 @@ REST_FRAMEWORK = {
         "accounts.authentication.VerifiedSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["onboarding.api.BoundedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_THROTTLE_CLASSES": ["onboarding.api.AnonymousThrottle", "onboarding.api.UserThrottle"],
-    "DEFAULT_PAGINATION_CLASS": "onboarding.api.Pagination",
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttles.AnonymousThrottle", "api.throttles.UserThrottle"],
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.Pagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "onboarding.api.exception_handler",
+    "EXCEPTION_HANDLER": "api.handlers.exception_handler",
     # Throttles identify clients by address: trust X-Forwarded-For only from this many proxies
     # (0: the socket's address), or anyone could pick a fresh identity per request.
     "NUM_PROXIES": env.int("TRUSTED_PROXY_COUNT", default=0),
@@ -452,7 +405,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "DeviceStatus": "devices.models.DeviceStatus",
         "CertificateStatus": "pki.models.CertificateStatus",
-        "RevocationReason": [(reason.value, reason.value) for reason in RevocationReason],
+        # The reasons as the API names them (the serializers' choices): values, not Enum members.
+        "RevocationReason": "onboard_cli.vocabulary.REVOCATION_REASONS",
     },
 }
 
@@ -505,6 +459,8 @@ BROKER_SYNC_RETRY_SECONDS: float = env.float("BROKER_SYNC_RETRY_SECONDS", defaul
 # a thread of each web process). Revocation must reach the broker within a minute unattended.
 BROKER_CATCH_UP_AT_START: bool = env.bool("BROKER_CATCH_UP_AT_START", default=True)
 BROKER_CATCH_UP_SECONDS: int = env.int("BROKER_CATCH_UP_SECONDS", default=60)
+# Checked here: the value decides CELERY_BEAT_SCHEDULE below, and celery beat, which runs it,
+# runs no system checks.
 if not 1 <= BROKER_CATCH_UP_SECONDS <= 60:
     raise ImproperlyConfigured(
         f"BROKER_CATCH_UP_SECONDS must be between 1 and 60, not {BROKER_CATCH_UP_SECONDS}: a revoked "
@@ -525,19 +481,14 @@ CELERY_BEAT_SCHEDULE = {
 # --- Metrics: GET /metrics for Prometheus (onboarding.metrics) ---
 # A scraper is admitted with `Authorization: Bearer <METRICS_TOKEN>` or from an address in
 # METRICS_ALLOWED_NETWORKS (CIDR list); with neither set, /metrics answers 403 to everyone.
-METRICS_TOKEN = optional_secret("METRICS_TOKEN")
+METRICS_TOKEN = optional_secret(env, "METRICS_TOKEN")
+# Each must be a network or an address (system check onboarding.E001, onboarding/checks.py).
 METRICS_ALLOWED_NETWORKS: list[str] = env.list("METRICS_ALLOWED_NETWORKS", default=[])
-for _network in METRICS_ALLOWED_NETWORKS:
-    try:
-        ipaddress.ip_network(_network)
-    except ValueError:
-        raise ImproperlyConfigured(
-            f"METRICS_ALLOWED_NETWORKS: '{_network}' is not a network (write 10.0.0.0/8 or 127.0.0.1)."
-        ) from None
 
 # --- Logging: LOG_FORMAT=json gives one JSON object per line (production); plain otherwise.
 # Every line goes through a filter that scrubs tokens, private keys and download links. ---
 LOG_FORMAT: str = env.str("LOG_FORMAT", default="plain")
+# Checked here: the value decides LOGGING below, which Django applies before any check runs.
 if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not '{LOG_FORMAT}'.")
 LOGGING = {

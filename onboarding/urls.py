@@ -14,9 +14,9 @@ from onboarding import health, metrics, views
 admin.site.__class__ = StaffAdminSite
 admin.site.login_form = AdminLoginForm
 
-handler400 = "onboarding.api.bad_request"
-handler404 = "onboarding.api.not_found"
-handler500 = "onboarding.api.server_error"
+handler400 = "api.handlers.bad_request"
+handler404 = "api.handlers.not_found"
+handler500 = "api.handlers.server_error"
 
 # Swagger UI under the portal's policy: its start-up script is served as a file (the split view)
 # and its inline styles moved to a static file (templates/drf_spectacular/); it draws its icons

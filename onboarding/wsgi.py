@@ -37,6 +37,21 @@ def _refuse_an_exposed_ca_key() -> None:
 _refuse_an_exposed_ca_key()
 
 
+def _refuse_bad_settings() -> None:
+    """The settings' system checks (onboarding/checks.py) stop the web server too: gunicorn runs
+    no management command, so nothing else would."""
+    from django.core import checks
+
+    from onboarding.checks import SETTINGS
+
+    errors = [message.msg for message in checks.run_checks(tags=[SETTINGS]) if message.is_serious()]
+    if errors:
+        raise ImproperlyConfigured("Refusing to start: " + " ".join(errors))
+
+
+_refuse_bad_settings()
+
+
 logger = logging.getLogger("onboarding.wsgi")
 
 

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from onboard_cli import vocabulary
 from pki.errors import (
     CSRKeyNotAllowed,
     CSRRSAExponentNotAllowed,
@@ -36,9 +37,10 @@ BACKDATE = dt.timedelta(minutes=5)
 class KeyType(enum.StrEnum):
     """Key types the CA generates, and the only ones it accepts in a CSR."""
 
-    RSA2048 = "rsa2048"
-    RSA3072 = "rsa3072"
-    EC_P256 = "ec-p256"
+    # The names are the API's, shared with the `onboard` client (onboard_cli.vocabulary).
+    RSA2048 = vocabulary.RSA2048
+    RSA3072 = vocabulary.RSA3072
+    EC_P256 = vocabulary.EC_P256
 
     def generate(self) -> PrivateKey:
         if self is KeyType.EC_P256:
@@ -82,12 +84,12 @@ class RevocationReason(enum.StrEnum):
     cACompromise and aACompromise describe authorities, not end entities.
     """
 
-    UNSPECIFIED = "unspecified"
-    KEY_COMPROMISE = "keyCompromise"
-    AFFILIATION_CHANGED = "affiliationChanged"
-    SUPERSEDED = "superseded"
-    CESSATION_OF_OPERATION = "cessationOfOperation"
-    PRIVILEGE_WITHDRAWN = "privilegeWithdrawn"
+    UNSPECIFIED = vocabulary.UNSPECIFIED
+    KEY_COMPROMISE = vocabulary.KEY_COMPROMISE
+    AFFILIATION_CHANGED = vocabulary.AFFILIATION_CHANGED
+    SUPERSEDED = vocabulary.SUPERSEDED
+    CESSATION_OF_OPERATION = vocabulary.CESSATION_OF_OPERATION
+    PRIVILEGE_WITHDRAWN = vocabulary.PRIVILEGE_WITHDRAWN
 
     @classmethod
     def parse(cls, value: str | None) -> RevocationReason:

@@ -36,29 +36,18 @@ from devices.models import Device
 from devices.registration import RegistrationRequest, register_device
 from kernel.errors import ServiceError
 from onboard_cli import text_rules
-from onboard_cli.text_rules import safe_row  # the same cells as `onboard bulk-register` writes
+from onboard_cli.text_rules import RESULT_COLUMNS, safe_row  # the file `onboard bulk-register` writes
 from pki.profiles import KeyType
 from portal import sealed
+from portal.forms import MAX_METADATA_VALUE
 from portal.models import BulkJob, BulkJobStatus, BulkResult
 
 logger = logging.getLogger(__name__)
 
 NAME, HARDWARE_ID, KEY_TYPE = "name", "hardware_id", "key_type"
 RESERVED = {NAME, HARDWARE_ID, KEY_TYPE}
-MAX_METADATA_VALUE = 256
 # A row never takes this long (RSA keygen and a signature); silence beyond it means the runner died.
 HEARTBEAT_STALE = dt.timedelta(minutes=2)
-RESULT_COLUMNS = [
-    "line",
-    "name",
-    "hardware_id",
-    "device_id",
-    "status",
-    "download_url",
-    "bundle_password",
-    "link_expires_at",
-    "error",
-]
 
 
 @dataclass

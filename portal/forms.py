@@ -13,6 +13,10 @@ from pki.profiles import KeyType, RevocationReason
 
 MAX_CSV_BYTES = 2 * 1024 * 1024
 METADATA_LINES = 50
+# Metadata typed into the portal (the form's key=value lines, a bulk file's extra columns):
+# longer keys and values are cut to these lengths.
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 256
 
 KEY_TYPE_CHOICES = [
     (KeyType.RSA2048.value, "RSA 2048 (default)"),
@@ -96,10 +100,12 @@ class CSRFields(forms.Form):
 class RegisterForm(CSRFields):
     # strip=False: Django's strip would cut a line break or U+2028 off the ends unseen; the
     # shared rule refuses them instead (only plain spaces are dropped).
-    name = forms.CharField(max_length=128, strip=False, help_text="Shown in lists; one line.")
+    name = forms.CharField(
+        max_length=text_rules.MAX_LENGTH, strip=False, help_text="Shown in lists; one line."
+    )
     hardware_id = forms.CharField(
         label="Hardware id (optional)",
-        max_length=128,
+        max_length=text_rules.MAX_LENGTH,
         required=False,
         strip=False,
         help_text="Serial number or MAC; unique.",
@@ -145,7 +151,7 @@ def parse_metadata(text: str) -> dict[str, str]:
         key, separator, value = line.partition("=")
         if not separator or not key.strip():
             raise ValidationError(f"Line {number}: write key=value.")
-        metadata[key.strip()[:64]] = value.strip()[:256]
+        metadata[key.strip()[:MAX_METADATA_KEY]] = value.strip()[:MAX_METADATA_VALUE]
     return metadata
 
 

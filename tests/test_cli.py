@@ -206,7 +206,9 @@ class TestBulkRegister:
         assert code == 0 and summary["registered"] == 4 and summary["skipped"] == 4
         written = read_results(results)
         assert len(written) == 8 and all(row["status"] == "registered" for row in written)
-        assert all(row["bundle_password"] and row["download_url"] for row in written)
+        assert all(
+            row["bundle_password"] and row["download_url"] and row["link_expires_at"] for row in written
+        )
         assert Device.objects.count() == 8
         assert Device.objects.get(hardware_id="SN-0003").metadata == {"line_no": "A"}
 
@@ -335,3 +337,21 @@ def test_register_with_a_refused_csr_names_the_reason(portal: Portal, capsys: An
     assert code == 1
     assert "SHA-1" in err and "400 csr_signature_algorithm_not_allowed" in err
     assert not Device.objects.exists()
+
+
+def test_a_resumed_result_file_keeps_the_columns_it_was_begun_with(tmp_path: Path) -> None:
+    """A file begun by an older `onboard` (without link_expires_at) gets rows that fit its header."""
+    from onboard_cli.bulk import ResultWriter
+
+    results = tmp_path / "results.csv"
+    results.write_text("line,name,status,bundle_password\n2,a,registered,pw-a\n")
+    writer = ResultWriter(results)
+    writer.write(
+        {"line": 3, "name": "b", "status": "registered", "bundle_password": "pw-b", "link_expires_at": "x"}
+    )
+    writer.close()
+    assert results.read_text().splitlines() == [
+        "line,name,status,bundle_password",
+        "2,a,registered,pw-a",
+        "3,b,registered,pw-b",
+    ]

@@ -239,3 +239,26 @@ def test_results_cannot_smuggle_a_formula_into_a_spreadsheet(operator: Client) -
     assert all(row["status"] == "active" and row["bundle_password"][0] not in "=+-@" for row in rows)
     # The devices keep their names as given.
     assert Device.objects.filter(name=formula, hardware_id="@SN-9").exists()
+
+
+def test_the_portal_and_the_cli_write_the_same_result_file(operator: Client, tmp_path: Any) -> None:
+    """One format for bulk results (onboard_cli.text_rules.RESULT_COLUMNS): a script that reads
+    the portal's download reads `onboard bulk-register`'s file too."""
+    from onboard_cli.bulk import ResultWriter
+
+    operator.post("/portal/bulk/", {"file": csv_upload("name\nsolo\n")})
+    job = BulkJob.objects.get()
+    operator.post(f"/portal/bulk/{job.pk}/start")
+    portal_header = next(
+        csv.reader(io.StringIO(operator.get(f"/portal/bulk/{job.pk}/results.csv").content.decode()))
+    )
+
+    cli_file = tmp_path / "results.csv"
+    writer = ResultWriter(cli_file)
+    writer.write({"line": 2, "name": "solo", "status": "registered"})
+    writer.close()
+    with cli_file.open(newline="") as handle:
+        cli_header = next(csv.reader(handle))
+
+    assert portal_header == cli_header
+    assert "link_expires_at" in cli_header and "bundle_password" in cli_header

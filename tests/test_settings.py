@@ -25,6 +25,19 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def start_web_server(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Import the web server's entry point (what gunicorn does first) in a new process."""
+    clean = {key: value for key, value in os.environ.items() if key not in _SETTINGS_VARIABLES}
+    return subprocess.run(
+        [sys.executable, "-c", "import onboarding.wsgi"],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 _SETTINGS_VARIABLES = {
     "DEBUG", "SECRET_KEY", "SECRET_KEY_FILE", "CA_KEY_PASSPHRASE", "CA_KEY_PASSPHRASE_FILE",
     "DATA_DIR", "CA_ROOT_PATH", "DATABASE_URL", "DJANGO_SETTINGS_MODULE", "ALLOWED_HOSTS",
@@ -119,15 +132,7 @@ def test_web_server_refuses_to_start_with_an_exposed_ca_key(tmp_path: Path) -> N
     assert manage("migrate", env=env).returncode == 0
     assert manage("init_ca", "--key-type", "ec-p256", env=env).returncode == 0
     (tmp_path / "certs" / "ca.key").chmod(0o644)
-    clean = {key: value for key, value in os.environ.items() if key not in _SETTINGS_VARIABLES}
-    result = subprocess.run(
-        [sys.executable, "-c", "import onboarding.wsgi"],
-        cwd=ROOT,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = start_web_server(env)
     assert result.returncode != 0
     assert "Refusing to start" in result.stderr and "chmod 600" in result.stderr
 
@@ -165,3 +170,58 @@ def test_a_bad_dotted_broker_backend_stops_check_at_start_up(
     assert "Traceback" not in result.stderr
     env["BROKER_BACKEND"] = "broker.backends.dynsec.MosquittoDynsecBackend"
     assert "broker.E001" not in manage("check", env=env).stderr
+
+
+def test_a_bad_metrics_network_stops_check_and_the_web_server(tmp_path: Path) -> None:
+    """A system check (onboarding/checks.py), not an import-time error: `check`, `runserver` and
+    `migrate` report it, and the web server's entry point refuses to start on it."""
+    env = {"DEBUG": "true", "DATA_DIR": str(tmp_path / "data"), "METRICS_ALLOWED_NETWORKS": "10.0.0.0/8,ten"}
+    result = manage("check", env=env)
+    assert result.returncode == 1
+    assert (
+        "(onboarding.E001) METRICS_ALLOWED_NETWORKS: 'ten' is not a network (write 10.0.0.0/8 or 127.0.0.1)."
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    web = start_web_server(env)
+    assert web.returncode != 0
+    assert "Refusing to start: METRICS_ALLOWED_NETWORKS: 'ten' is not a network" in web.stderr
+    env["METRICS_ALLOWED_NETWORKS"] = "10.0.0.0/8,127.0.0.1"
+    assert "onboarding.E001" not in manage("check", env=env).stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("DATABASE_READ_TIMEOUT_SECONDS", "0", "DATABASE_READ_TIMEOUT_SECONDS must be more than 0, not 0.0"),
+        ("BROKER_CATCH_UP_SECONDS", "61", "BROKER_CATCH_UP_SECONDS must be between 1 and 60, not 61"),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT must be plain or json, not 'xml'."),
+        (
+            "SECURE_PROXY_SSL_HEADER",
+            "X_FORWARDED_PROTO,https",
+            "SECURE_PROXY_SSL_HEADER must be HEADER,VALUE",
+        ),
+    ],
+)
+def test_values_that_decide_other_settings_stop_start_up_at_once(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    """Checked while the settings are read (each says why there): every process, workers and
+    celery beat included, refuses them in one sentence."""
+    result = manage("check", env={"DEBUG": "true", "DATA_DIR": str(tmp_path), variable: value})
+    assert result.returncode == 2
+    assert f"Configuration error: {message}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_smtp_password_may_come_from_a_file(tmp_path: Path) -> None:
+    (tmp_path / "smtp").write_text("smtp-secret\n")
+    env = {
+        "DEBUG": "true",
+        "DATA_DIR": str(tmp_path / "data"),
+        "EMAIL_HOST_PASSWORD_FILE": str(tmp_path / "smtp"),
+    }
+    code = "from django.conf import settings; print(settings.EMAIL_HOST_PASSWORD)"
+    result = manage("shell", "--no-imports", "-c", code, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "smtp-secret"

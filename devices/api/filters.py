@@ -5,11 +5,12 @@ from django.db.models import Q, QuerySet
 from django_filters import rest_framework as filters
 
 from devices.models import Device, DeviceStatus
+from onboard_cli import text_rules
 
 # A hundred years: beyond any certificate, and far inside what date arithmetic can hold.
 MAX_EXPIRY_DAYS = 36500
-# Names and hardware ids are at most 128 characters: a longer search cannot match anything.
-MAX_SEARCH_LENGTH = 128
+# Names and hardware ids are at most this long (the one-line rule): a longer search cannot match.
+MAX_SEARCH_LENGTH = text_rules.MAX_LENGTH
 
 
 class WholeNumberFilter(filters.NumberFilter):  # type: ignore[misc]  # django-filter is untyped

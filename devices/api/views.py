@@ -16,6 +16,8 @@ from rest_framework.reverse import reverse
 
 from accounts import roles
 from accounts.permissions import ActionPermission
+from api.ordering import StrictOrderingFilter
+from api.schema import error_responses, list_parameters
 from devices import idempotency
 from devices.api.filters import MAX_EXPIRY_DAYS, MAX_SEARCH_LENGTH, DeviceFilter
 from devices.api.serializers import (
@@ -34,7 +36,6 @@ from devices.provisioning import retry_provisioning
 from devices.registration import Registration, RegistrationRequest, register_device
 from kernel.addresses import client_address
 from kernel.tasks import TaskQueueUnavailable
-from onboarding.api import StrictOrderingFilter, error_responses, list_parameters
 from pki.profiles import KeyType, RevocationReason
 
 
