@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -37,6 +38,8 @@ PEM_CERTIFICATE_PATTERN = (
 )
 Extension = TypeVar("Extension", bound=x509.ExtensionType)
 
+_PEM_CERTIFICATE = re.compile(PEM_CERTIFICATE_PATTERN)
+
 # A factory certificate's chain is short: the IDevID, maybe an issuing CA, the group's CA.
 MAX_CHAIN_DEPTH = 4
 
@@ -48,11 +51,16 @@ def fingerprint(certificate: x509.Certificate) -> str:
 def parse_ca_certificate(pem: str, now: dt.datetime) -> x509.Certificate:
     """One PEM certificate that may sign others: basicConstraints CA:TRUE, keyCertSign when it
     states its key usage, valid at `now`. Raises InvalidCACertificate naming what is wrong."""
-    text = pem.strip()
-    if len(text) > MAX_CA_PEM_LENGTH:
+    if len(pem) > MAX_CA_PEM_LENGTH:
         raise InvalidCACertificate(f"The CA certificate is longer than {MAX_CA_PEM_LENGTH} characters.")
-    if text.count("-----BEGIN CERTIFICATE-----") != 1:
-        raise InvalidCACertificate("Give exactly one PEM certificate (-----BEGIN CERTIFICATE-----).")
+    # The shape the API schema documents, and nothing around it: the PEM reader alone would skip
+    # text before and after the block, and take the first of several.
+    if pem.count("-----BEGIN CERTIFICATE-----") != 1 or not _PEM_CERTIFICATE.fullmatch(pem):
+        raise InvalidCACertificate(
+            "Give exactly one PEM certificate (-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----) "
+            "and nothing else."
+        )
+    text = pem.strip()
     try:
         certificate = x509.load_pem_x509_certificate(text.encode())
     except (ValueError, UnicodeEncodeError):

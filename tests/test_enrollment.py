@@ -199,6 +199,9 @@ def test_a_group_ca_must_be_a_valid_ca_certificate() -> None:
         ("not a certificate", "exactly one"),
         ("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "not a readable"),
         (manufacturer.pem + manufacturer.pem, "exactly one"),
+        # What the PEM reader alone would take: text around the block.
+        (manufacturer.pem + "*", "exactly one"),
+        ("Certificate:\n    Data: ...\n" + manufacturer.pem, "exactly one"),
         (pem(leaf).decode(), "not a CA certificate"),
         (make_ca(is_ca=False).pem, "not a CA certificate"),
         (make_ca(key_usage=_signing_only()).pem, "keyUsage"),
