@@ -74,7 +74,7 @@ class EnrollmentGroupSerializer(serializers.ModelSerializer[EnrollmentGroup]):
     created_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
         slug_field="username", read_only=True, allow_null=True
     )
-    allowed_hardware_ids = serializers.ListField(child=serializers.CharField())
+    allowed_hardware_ids = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta:
         model = EnrollmentGroup
