@@ -42,6 +42,8 @@ _PEM_CERTIFICATE = re.compile(PEM_CERTIFICATE_PATTERN)
 
 # A factory certificate's chain is short: the IDevID, maybe an issuing CA, the group's CA.
 MAX_CHAIN_DEPTH = 4
+# Certificates a device may send beside its own; more is no factory chain.
+MAX_CHAIN_LENGTH = 8
 
 
 def fingerprint(certificate: x509.Certificate) -> str:
@@ -97,11 +99,35 @@ def check_factory_certificate(
     FactoryCertificateUntrusted when the path does not lead to `group_ca` or the certificate
     may not authenticate a client, FactoryCertificateNoHardwareId when it names no usable id.
     """
-    members = (certificate, *chain, group_ca)
-    expired = [member for member in members if not _valid_at(member, now)]
-    # The path is checked first, at a moment all its certificates were valid if there was one, so
-    # that a certificate from a stranger is "untrusted" whether it expired or not.
-    moment = now if not expired else max(member.not_valid_before_utc for member in members)
+    if len(chain) > MAX_CHAIN_LENGTH:
+        raise FactoryCertificateUntrusted(f"The chain sent holds more than {MAX_CHAIN_LENGTH} certificates.")
+    try:
+        _verified_path(certificate, chain, group_ca, now)
+    except VerificationError as error:
+        # Refused now. If the path holds at another moment, it is a path to the group's CA with a
+        # certificate out of its validity: "expired". Otherwise, expired or not, "untrusted".
+        path = _path_at_some_moment(certificate, chain, group_ca)
+        outside = [member for member in path if not _valid_at(member, now)]
+        if not outside:
+            raise FactoryCertificateUntrusted(
+                f"The factory certificate does not chain to the group's CA ({error})."
+            ) from None
+        raise FactoryCertificateExpired(
+            f"The certificate '{outside[0].subject.rfc4514_string()}' is not valid now (from "
+            f"{outside[0].not_valid_before_utc:%Y-%m-%d} to {outside[0].not_valid_after_utc:%Y-%m-%d})."
+        ) from None
+    _refuse_unfit_for_client_authentication(certificate)
+    return hardware_id_of(certificate)
+
+
+def _verified_path(
+    certificate: x509.Certificate,
+    chain: Sequence[x509.Certificate],
+    group_ca: x509.Certificate,
+    moment: dt.datetime,
+) -> list[x509.Certificate]:
+    """The path from the certificate to the group's CA, valid at `moment` (RFC 5280 6.1).
+    Raises VerificationError; FactoryCertificateUntrusted for an extension that cannot be read."""
     verifier = (
         PolicyBuilder()
         .store(Store([group_ca]))
@@ -113,23 +139,27 @@ def check_factory_certificate(
         .build_client_verifier()
     )
     try:
-        verifier.verify(certificate, list(chain))
-    except VerificationError as error:
-        raise FactoryCertificateUntrusted(
-            f"The factory certificate does not chain to the group's CA ({error})."
-        ) from None
+        return list(verifier.verify(certificate, list(chain)).chain)
     except ValueError:  # a malformed extension met on the way
         raise FactoryCertificateUntrusted(
             "The factory certificate has an extension that cannot be read."
         ) from None
-    if expired:
-        member = expired[0]
-        raise FactoryCertificateExpired(
-            f"The certificate '{member.subject.rfc4514_string()}' is not valid now (from "
-            f"{member.not_valid_before_utc:%Y-%m-%d} to {member.not_valid_after_utc:%Y-%m-%d})."
-        )
-    _refuse_unfit_for_client_authentication(certificate)
-    return hardware_id_of(certificate)
+
+
+def _path_at_some_moment(
+    certificate: x509.Certificate, chain: Sequence[x509.Certificate], group_ca: x509.Certificate
+) -> list[x509.Certificate]:
+    """A path that was (or will be) valid at the start or end of some certificate's validity;
+    empty when there is none. Only for telling "expired" from "untrusted" after a refusal."""
+    moments = set()
+    for member in (certificate, *chain, group_ca):
+        moments |= {member.not_valid_before_utc, member.not_valid_after_utc}
+    for moment in sorted(moments):
+        try:
+            return _verified_path(certificate, chain, group_ca, moment)
+        except (VerificationError, FactoryCertificateUntrusted):
+            continue
+    return []
 
 
 def _refuse_unfit_for_client_authentication(certificate: x509.Certificate) -> None:

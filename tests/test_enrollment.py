@@ -253,6 +253,20 @@ def test_a_factory_certificate_through_an_intermediate_chains_to_either_ca() -> 
     device = make_factory_certificate(issuing, "SN-9")
     assert check_factory_certificate(device, [issuing.certificate], root.certificate, NOW) == "SN-9"
     assert check_factory_certificate(device, [], issuing.certificate, NOW) == "SN-9"
+    # An unrelated, expired certificate sent along changes nothing.
+    stale = make_factory_certificate(
+        make_ca("Old CA"), not_before=NOW - dt.timedelta(days=30), not_after=NOW - dt.timedelta(days=1)
+    )
+    assert check_factory_certificate(device, [stale, issuing.certificate], root.certificate, NOW) == "SN-9"
+    # An expired intermediate is named as the reason.
+    old_issuing = make_ca("Acme Old Issuing CA", parent=root, days=1)
+    with pytest.raises(FactoryCertificateExpired, match="Acme Old Issuing CA"):
+        check_factory_certificate(
+            make_factory_certificate(old_issuing),
+            [old_issuing.certificate],
+            root.certificate,
+            NOW + dt.timedelta(days=2),
+        )
     # Without the intermediate the root cannot be reached.
     with pytest.raises(FactoryCertificateUntrusted):
         check_factory_certificate(device, [], root.certificate, NOW)
