@@ -415,3 +415,12 @@ def test_an_openssl_made_manufacturer_interoperates(db: Any, tmp_path: Path) -> 
     services.update_enrollment_group(group, enabled=False)
     with pytest.raises(EnrollmentGroupDisabled):
         services.match_enrollment_group(made.device)
+
+
+def test_settings_that_would_refuse_every_device_stop_start_up(settings: Any) -> None:
+    from enrollment.checks import check_enrollment_settings
+
+    assert check_enrollment_settings() == []
+    settings.ENROLLMENT_CODE_DAYS = 0
+    settings.ENROLLMENT_CODE_MAX_FAILURES = 0
+    assert [error.id for error in check_enrollment_settings()] == ["enrollment.E001", "enrollment.E002"]
