@@ -18,6 +18,11 @@ VIEW = "devices.view_device"
 REGISTER = "devices.register_device"
 REVOKE = "devices.revoke_device"
 REISSUE = "devices.reissue_device"
+# Enrolment groups (manufacturer CAs): operators and integrators manage them, auditors read.
+VIEW_ENROLLMENT_GROUPS = "enrollment.view_enrollmentgroup"
+ADD_ENROLLMENT_GROUPS = "enrollment.add_enrollmentgroup"
+CHANGE_ENROLLMENT_GROUPS = "enrollment.change_enrollmentgroup"
+DELETE_ENROLLMENT_GROUPS = "enrollment.delete_enrollmentgroup"
 
 #: The roles that work in a browser (portal and admin).
 BROWSER_ROLES = (OPERATORS, AUDITORS)

@@ -21,6 +21,13 @@ class AuditAction(models.TextChoices):
     LOGGED_OUT = "logout", "Sign-out"
     TOKEN_CREATED = "token.created", "API token created"
     TOKEN_REVOKED = "token.revoked", "API token revoked"
+    ENROLLMENT_CODE_ISSUED = "enrollment.code_issued", "Enrolment code issued"
+    ENROLLMENT_CODE_REDEEMED = "enrollment.code_redeemed", "Enrolment code used"
+    ENROLLMENT_CODE_REFUSED = "enrollment.code_refused", "Enrolment code refused"
+    ENROLLMENT_REFUSED = "enrollment.refused", "Factory certificate refused"
+    ENROLLMENT_GROUP_CREATED = "enrollment_group.created", "Enrolment group created"
+    ENROLLMENT_GROUP_CHANGED = "enrollment_group.changed", "Enrolment group changed"
+    ENROLLMENT_GROUP_DELETED = "enrollment_group.deleted", "Enrolment group deleted"
 
 
 class AuditEventQuerySet(models.QuerySet["AuditEvent"]):

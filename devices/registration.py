@@ -102,7 +102,7 @@ def register_device(
     or not at all.
     """
     if request.hardware_id:
-        _refuse_taken_hardware_id(request.hardware_id)
+        refuse_taken_hardware_id(request.hardware_id)
     if not tasks_run_in_process():
         return _register_later(request, actor=actor, address=address, on_recorded=on_recorded)
     key = prepare_key(request.csr_pem, request.key_type)
@@ -128,7 +128,7 @@ def register_device(
         forget_files(device_id)
         # Two registrations raced for the same hardware id; the database let one win.
         if request.hardware_id:
-            _refuse_taken_hardware_id(request.hardware_id)
+            refuse_taken_hardware_id(request.hardware_id)
         raise
     except BaseException:
         forget_files(device_id)
@@ -237,7 +237,7 @@ def _register_later(
             )
     except IntegrityError:
         if request.hardware_id:
-            _refuse_taken_hardware_id(request.hardware_id)
+            refuse_taken_hardware_id(request.hardware_id)
         raise
     return Registration(device=_as_recorded(device.id), issued=None, bundle=bundle)
 
@@ -270,7 +270,7 @@ def forget_files(device_id: uuid.UUID | None) -> None:
         remove_device_files(device_id)
 
 
-def _refuse_taken_hardware_id(hardware_id: str) -> None:
+def refuse_taken_hardware_id(hardware_id: str) -> None:
     existing = Device.objects.filter(hardware_id=hardware_id).values_list("pk", flat=True).first()
     if existing is not None:
         raise HardwareIdConflict(

@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "pki",
     "broker",
     "devices",
+    "enrollment",
     "portal",
 ]
 
@@ -310,6 +311,11 @@ LOCK_TIMEOUT_SECONDS: float = env.float("LOCK_TIMEOUT_SECONDS", default=30.0)
 
 # --- Credential delivery and broker (see docs/deployment.md "Settings") ---
 DOWNLOAD_EXPIRY_MINUTES: int = env.int("DOWNLOAD_EXPIRY_MINUTES", default=30)
+# Enrolment codes (EST simpleenroll with HTTP Basic): how long one stays usable, and the
+# per-device lockout after repeated wrong, used or expired codes.
+ENROLLMENT_CODE_DAYS: int = env.int("ENROLLMENT_CODE_DAYS", default=30)
+ENROLLMENT_CODE_MAX_FAILURES: int = env.int("ENROLLMENT_CODE_MAX_FAILURES", default=5)
+ENROLLMENT_CODE_LOCKOUT_MINUTES: int = env.int("ENROLLMENT_CODE_LOCKOUT_MINUTES", default=15)
 BROKER_BACKEND: str = env.str("BROKER_BACKEND", default="mosquitto_acl")
 # mosquitto_dynsec: the plugin library (default: found where Debian's mosquitto puts it).
 MOSQUITTO_DYNSEC_PLUGIN: str = env.str("MOSQUITTO_DYNSEC_PLUGIN", default="")

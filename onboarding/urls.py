@@ -27,6 +27,7 @@ api_v1 = [
     *original_paths,
     path("health", health.health, name="health-v1"),
     path("", include("devices.api.urls")),
+    path("", include("enrollment.api.urls")),
 ]
 
 urlpatterns = [
@@ -42,5 +43,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", api_docs, name="api-docs"),
     path("portal/", include("portal.urls")),
+    path("portal/enrollment-groups/", include("enrollment.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -51,13 +51,14 @@ def restore_roles() -> None:
 
     grants: dict[str, set[str]] = {}
     for name in (
-        "0002_roles",
-        "0003_download_history_roles",
-        "0004_audit_roles",
-        "0005_history_roles",
-        "0008_token_roles",
+        "accounts.migrations.0002_roles",
+        "accounts.migrations.0003_download_history_roles",
+        "accounts.migrations.0004_audit_roles",
+        "accounts.migrations.0005_history_roles",
+        "accounts.migrations.0008_token_roles",
+        "enrollment.migrations.0002_roles",
     ):
-        module = importlib.import_module(f"accounts.migrations.{name}")
+        module = importlib.import_module(name)
         for role, names in getattr(module, "ROLE_PERMISSIONS", getattr(module, "GRANTS", {})).items():
             grants.setdefault(role, set()).update(names)
     for role, names in grants.items():

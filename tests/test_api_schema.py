@@ -95,6 +95,8 @@ DOCUMENTED_PATHS = {
     "/api/v1/devices/{id}/reissue",
     "/api/v1/devices/{id}/bundle",
     "/api/v1/devices/{id}/retry",
+    "/api/v1/enrollment-groups/",
+    "/api/v1/enrollment-groups/{id}",
 }
 
 
@@ -361,7 +363,7 @@ def live_portal(broker_files: None, ca: CertificateAuthority, tmp_path: Path) ->
         yield url
 
 
-# Examples per operation: 15 keeps the run near a minute on two busy cores (16 operations,
+# Examples per operation: 15 keeps the run near a minute on two busy cores (21 operations,
 # every phase: examples, coverage, fuzzing, stateful).
 CLI_MAX_EXAMPLES = 15
 
@@ -404,5 +406,5 @@ def test_schemathesis_cli_finds_nothing_against_a_live_server(
     )
     report = result.stdout[-12000:] + result.stderr[-3000:]
     assert result.returncode == 0, report
-    assert "Tested: 16" in result.stdout, report
+    assert "Tested: 21" in result.stdout, report
     assert " passed" in result.stdout and "failures" not in result.stdout.lower(), report

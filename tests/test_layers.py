@@ -13,8 +13,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = (
-    "kernel", "onboarding", "pki", "audit", "broker", "accounts", "devices", "api", "portal", "onboard_cli",
-)  # fmt: skip
+    "kernel",
+    "onboarding",
+    "pki",
+    "audit",
+    "broker",
+    "accounts",
+    "devices",
+    "enrollment",
+    "api",
+    "portal",
+    "onboard_cli",
+)
 
 # (module prefix, layer): the longest matching prefix decides.
 LAYERS: tuple[tuple[str, int], ...] = (
@@ -27,6 +37,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("broker", 2),
     ("accounts", 2),
     ("devices", 3),
+    ("enrollment", 3),  # the enrolment workflows: codes, groups, factory certificates
     # The edges: HTTP, forms and the admin.
     ("devices.api", 4),
     ("devices.views", 4),
@@ -37,6 +48,11 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("audit.admin", 4),
     ("broker.admin", 4),
     ("accounts.admin", 4),
+    ("enrollment.api", 4),
+    ("enrollment.admin", 4),
+    ("enrollment.views", 4),
+    ("enrollment.forms", 4),
+    ("enrollment.urls", 4),
     # The project package wires everything and is imported by none of the apps.
     ("onboarding", 5),
     # The `onboard` HTTP client: the server imports none of it, it imports none of the server.
