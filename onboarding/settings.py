@@ -116,6 +116,10 @@ INSTALLED_APPS = [
     "broker",
     "devices",
     "portal",
+    # The TLS front's configuration (manage.py proxy_config) and the client-certificate check.
+    "proxy",
+    # Enrolment over Secure Transport (RFC 7030) under /.well-known/est/.
+    "est",
 ]
 
 MIDDLEWARE = [
@@ -296,7 +300,19 @@ SECURE_REDIRECT_EXEMPT = [
     r"^ca\.crl$",
     r"^crl\.pem$",
     r"^ca\.crt$",
+    # The same CA certificate (RFC 7030 4.1.3) and the CSR policy (4.5): public, and read by a
+    # device before it can check the portal's TLS certificate. Enrolment itself is never exempt.
+    r"^\.well-known/est/cacerts$",
+    r"^\.well-known/est/csrattrs$",
 ]
+
+# --- TLS front (docs/deployment.md "TLS front (nginx)") ---
+# The secret the nginx that `manage.py proxy_config` writes adds to every request it passes on.
+# Only a request carrying it is believed about its TLS client certificate (proxy.client_cert);
+# while it is empty (no such proxy in front), none is. Development generates one in DATA_DIR.
+PROXY_SECRET: str = optional_secret("PROXY_SECRET") or (
+    _generated_development_secret("proxy_secret") if DEVELOPMENT else ""
+)
 
 # Content-Security-Policy (django-csp): the portal's pages load scripts, styles and images only
 # from the portal itself, run no inline script or style and no plugin, cannot be framed, and post
