@@ -21,9 +21,7 @@ def certs_only_response(der: bytes) -> HttpResponse:
 
 
 def _accepts_json(request: HttpRequest) -> bool:
-    return "application/json" in request.headers.get("Accept", "") or request.headers.get(
-        "Accept", ""
-    ).startswith("application/*")
+    return "application/json" in request.headers.get("Accept", "")
 
 
 def est_error(

@@ -16,7 +16,8 @@ from pathlib import Path
 # The headers nginx sets on every request it passes on (Django reads them as HTTP_X_...).
 CLIENT_CERT_HEADER = "X-Client-Cert"  # the client certificate, PEM, URL-encoded
 CLIENT_VERIFY_HEADER = "X-Client-Verify"  # SUCCESS, NONE or FAILED:reason
-PROXY_SECRET_HEADER = "X-Proxy-Secret"  # proves the request came through this proxy
+# Proves that the request came through this proxy (a header name, not a secret).
+PROXY_SECRET_HEADER = "X-Proxy-Secret"  # noqa: S105
 
 # A CSV of devices for bulk registration is at most 2 MiB (portal.forms); the rest is headroom
 # for the multipart envelope.
@@ -30,9 +31,8 @@ CLIENT_VERIFY_DEPTH = 3
 
 # Every value that ends up in the file is checked against these, so nothing can end a directive
 # early (;), open a block ({), start a variable ($) or a comment (#).
-_HOST = (
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)"
-)
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = rf"(?:{_LABEL}(?:\.{_LABEL})*)"
 _ADDRESS = rf"(?:{_HOST}|\d{{1,3}}(?:\.\d{{1,3}}){{3}}|\[[0-9A-Fa-f:.]+\])"
 UPSTREAM_PATTERN = re.compile(rf"{_ADDRESS}:\d{{1,5}}")
 LISTEN_PATTERN = re.compile(rf"(?:{_ADDRESS}:)?\d{{1,5}}")

@@ -12,7 +12,19 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("kernel", "onboarding", "pki", "audit", "broker", "accounts", "devices", "portal", "onboard_cli")
+APPS = (
+    "kernel",
+    "onboarding",
+    "pki",
+    "audit",
+    "broker",
+    "accounts",
+    "devices",
+    "portal",
+    "proxy",
+    "est",
+    "onboard_cli",
+)
 
 # (module prefix, layer): the longest matching prefix decides.
 LAYERS: tuple[tuple[str, int], ...] = (
@@ -30,6 +42,8 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("devices.admin", 4),
     ("onboarding.api", 4),
     ("portal", 4),
+    ("proxy", 4),  # the TLS front: proxy_config and the client-certificate check
+    ("est", 4),  # EST (RFC 7030) over HTTP
     ("pki.admin", 4),
     ("audit.admin", 4),
     ("broker.admin", 4),

@@ -49,16 +49,16 @@ def test_certs_only_needs_a_certificate() -> None:
         certs_only_der([])
 
 
-def _decoded(der: bytes) -> list[tuple[str, list[object]]]:
+def _decoded(der: bytes) -> list[tuple[str, list[int | str]]]:
     answer, rest = decoder.decode(der, asn1Spec=rfc7030.CsrAttrs())
     assert rest == b""
-    entries: list[tuple[str, list[object]]] = []
+    entries: list[tuple[str, list[int | str]]] = []
     for item in answer:
         if item.getName() == "oid":
             entries.append((str(item["oid"]), []))
         else:
             attribute = item["attribute"]
-            values = []
+            values: list[int | str] = []
             for value in attribute["attrValues"]:
                 decoded, _ = decoder.decode(bytes(value))
                 values.append(int(decoded) if isinstance(decoded, univ.Integer) else str(decoded))

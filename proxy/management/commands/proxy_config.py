@@ -83,7 +83,7 @@ class Command(BaseCommand):
             action="append",
             type=Path,
             default=[],
-            help="a further CA whose client certificates nginx accepts (repeatable); the portal's CA always is",
+            help="another CA whose client certificates nginx accepts (repeatable; the portal's CA always is)",
         )
         parser.add_argument(
             "--run-dir",
