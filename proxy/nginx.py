@@ -55,12 +55,14 @@ class ProxySettings:
     key_file: Path
     client_ca_file: Path
     secret: str
-    # Where nginx writes its pid file, error and access logs and temporary files: anywhere the
+    # Where nginx writes its pid file, error log and temporary files: anywhere the
     # user running nginx may write (the configuration directory unless it is read-only).
     run_dir: Path
     # The user worker processes run as when nginx starts as root; None: nginx's built-in default
     # (and nothing is written: an ordinary user's nginx would only warn about the directive).
     user: str | None = None
+    # The error log on stderr (a container's log) instead of in the run directory.
+    log_to_stderr: bool = False
 
 
 def _port_ok(value: str) -> bool:
@@ -94,6 +96,7 @@ def render_nginx_conf(settings: ProxySettings) -> str:
     """The whole nginx.conf: `nginx -c FILE` runs it as root or as an ordinary user."""
     validate(settings)
     run = settings.run_dir
+    error_log = "stderr" if settings.log_to_stderr else f"{run}/error.log"
     servers = "\n".join(f"        server {upstream};" for upstream in settings.upstreams)
     user = f"user {settings.user};\n" if settings.user else ""
     return f"""\
@@ -101,7 +104,9 @@ def render_nginx_conf(settings: ProxySettings) -> str:
 # a supervisor). It holds the proxy secret: keep it 0600, readable only by the user that starts nginx.
 {user}worker_processes auto;
 pid {run}/nginx.pid;
-error_log {run}/error.log warn;
+# Only `crit` and worse: from `error` down, nginx's lines quote the request line, and a path such
+# as /download/<token> is a credential (the portal keeps no access log for the same reason).
+error_log {error_log} crit;
 
 events {{
     worker_connections 1024;
@@ -110,7 +115,8 @@ events {{
 http {{
     default_type application/octet-stream;
     server_tokens off;
-    access_log {run}/access.log;
+    # No access log: request lines carry download tokens (see error_log above).
+    access_log off;
     # Every path nginx writes to is under the run directory, not the packaged defaults
     # (/var/lib/nginx), so an ordinary user can run it.
     client_body_temp_path {run}/client_body;

@@ -68,12 +68,18 @@ class TestRender:
 
     def test_everything_nginx_writes_is_under_the_run_directory(self) -> None:
         text = render_nginx_conf(SETTINGS)
-        for directive in ("pid", "error_log", "access_log", "client_body_temp_path", "proxy_temp_path",
+        for directive in ("pid", "error_log", "client_body_temp_path", "proxy_temp_path",
                           "fastcgi_temp_path", "uwsgi_temp_path", "scgi_temp_path"):  # fmt: skip
             assert f"{directive} /tmp/nginx/" in text, directive
         # No `user` unless asked: an ordinary user's nginx would warn about it.
         assert "\nuser " not in text and not text.startswith("user ")
         assert "\nuser nginx;\n" in render_nginx_conf(replace(SETTINGS, user="nginx"))
+        assert "error_log stderr crit;" in render_nginx_conf(replace(SETTINGS, log_to_stderr=True))
+
+    def test_no_line_names_a_request_path(self) -> None:
+        """Paths such as /download/<token> are credentials: no access log, no error-level lines."""
+        text = render_nginx_conf(SETTINGS)
+        assert "access_log off;" in text and "error_log /tmp/nginx/error.log crit;" in text
 
     @pytest.mark.parametrize(
         "change",

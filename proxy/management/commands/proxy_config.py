@@ -94,6 +94,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--user", default=None, help="user nginx's workers run as when nginx starts as root"
         )
+        parser.add_argument(
+            "--log-to-stderr",
+            action="store_true",
+            help="nginx's error log on stderr (in a container), not in the run directory",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.PROXY_SECRET:
@@ -117,6 +122,7 @@ class Command(BaseCommand):
             secret=settings.PROXY_SECRET,
             run_dir=run_dir,
             user=options["user"],
+            log_to_stderr=options["log_to_stderr"],
         )
         try:
             config = render_nginx_conf(proxy)
