@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 from pathlib import Path
 from typing import Any
@@ -8,21 +7,17 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils import timezone
 
 from kernel.errors import ServiceError
 from kernel.fs import write_atomically
 from pki.keystore import get_ca
 from pki.models import CertificatePurpose
-from pki.profiles import EndEntityProfile, KeyType
-from pki.services import issue_certificate
+from pki.profiles import KeyType
+from pki.server_certificate import ensure_server_certificate
 from proxy.nginx import InvalidProxySetting, ProxySettings, render_nginx_conf
 
-# Re-issue the portal's own certificate when it has less than this left.
-SERVER_RENEW_DAYS = 30
 # Clients check the subjectAltName (RFC 6125); the CN only names the certificate for people.
 SERVER_COMMON_NAME = "IoT onboarding portal"
 LOOPBACK = "127.0.0.1"
@@ -35,16 +30,6 @@ def _names(hostname: str) -> tuple[list[str], list[str]]:
     except ValueError:
         return [hostname.lower()], [LOOPBACK]
     return [], sorted({address, LOOPBACK})
-
-
-def _certificate_names(certificate: x509.Certificate) -> tuple[list[str], list[str]]:
-    try:
-        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return [], []
-    return sorted(names.get_values_for_type(x509.DNSName)), sorted(
-        str(address) for address in names.get_values_for_type(x509.IPAddress)
-    )
 
 
 def _read_certificates(path: Path) -> list[x509.Certificate]:
@@ -179,39 +164,15 @@ class Command(BaseCommand):
         )
 
     def _server_certificate(self, out: Path, hostname: str) -> None:
-        """Reuse the portal's certificate while it names the same host and is far from expiry."""
+        """Reuse the portal's certificate while it names the same host and is far from expiry. The
+        one it replaces is not revoked: several proxies (one per host) may each hold one."""
         dns_names, addresses = _names(hostname)
-        certificate_path, key_path = out / "server.crt", out / "server.key"
-        ca = get_ca()
-        if certificate_path.exists() and key_path.exists():
-            current = x509.load_pem_x509_certificate(certificate_path.read_bytes())
-            fresh = current.not_valid_after_utc - timezone.now() > dt.timedelta(days=SERVER_RENEW_DAYS)
-            if (
-                fresh
-                and current.issuer == ca.certificate.subject
-                and _certificate_names(current)
-                == (
-                    dns_names,
-                    addresses,
-                )
-            ):
-                return
-        profile = EndEntityProfile(
-            extended_key_usage=(ExtendedKeyUsageOID.SERVER_AUTH,),
-            dns_names=tuple(dns_names),
-            ip_addresses=tuple(addresses),
+        ensure_server_certificate(
+            out / "server.crt",
+            out / "server.key",
+            common_name=SERVER_COMMON_NAME,
+            dns_names=dns_names,
+            addresses=addresses,
+            key_type=KeyType.EC_P256,
+            purpose=CertificatePurpose.PORTAL,
         )
-        # Not revoking the one it replaces: several proxies (one per host) may each hold one.
-        issued = issue_certificate(
-            SERVER_COMMON_NAME, key_type=KeyType.EC_P256, profile=profile, purpose=CertificatePurpose.PORTAL
-        )
-        assert issued.private_key is not None
-        # nginx reads its key at start-up without a passphrase.
-        write_atomically(
-            key_path,
-            issued.private_key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            ),
-            mode=0o600,
-        )
-        write_atomically(certificate_path, issued.record.pem.encode(), mode=0o644)
