@@ -402,3 +402,15 @@ class TestThroughNginx:
             f"{front.direct}/probe/client-certificate", headers={**headers, "X-Proxy-Secret": front.secret}
         )
         assert real.text == "CN=forged-device"
+
+
+def test_a_secret_nginx_could_not_carry_stops_start_up(settings) -> None:
+    from proxy.checks import check_proxy_secret
+
+    settings.PROXY_SECRET = ""
+    assert check_proxy_secret() == []
+    settings.PROXY_SECRET = SECRET
+    assert check_proxy_secret() == []
+    for bad in ("too-short", 'quote"' + "x" * 40, "semi;" + "x" * 40):
+        settings.PROXY_SECRET = bad
+        assert [message.id for message in check_proxy_secret()] == ["proxy.E001"]
