@@ -339,6 +339,9 @@ def _forged_headers(certificate: Path, secret: str) -> list[str]:
             "-H", f"'X-Proxy-Secret: {secret}'"]  # fmt: skip
 
 
+# gunicorn's processes share the test database: committed rows, no transaction held open by the
+# test while they read it (as tests/test_multiprocess.py does).
+@pytest.mark.django_db(transaction=True)
 class TestThroughNginx:
     def test_cacerts_reads_with_curl_base64_and_openssl(self, front: Front, ca: CertificateAuthority) -> None:
         printed = _shell(
