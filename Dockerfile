@@ -42,7 +42,7 @@ RUN SECRET_KEY=collectstatic-only CA_KEY_PASSPHRASE_REQUIRED=false DATA_DIR=/tmp
 # Named volumes start as copies of these directories, owner and mode included: the CA's
 # directory is 0700 from the first start, as the key store demands.
 RUN install -d -o app -g app -m 0700 /srv/data /srv/ca /srv/beat \
-    && install -d -o app -g app -m 0755 /srv/broker
+    && install -d -o app -g app -m 0755 /srv/broker /srv/proxy
 
 USER app
 EXPOSE 8000

@@ -13,7 +13,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from kernel.secret_settings import optional_secret, private_dir, read_secret_file, secret
+from kernel.secret_settings import generated_secret, optional_secret, private_dir, read_secret_file, secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -71,6 +71,10 @@ INSTALLED_APPS = [
     "devices",
     "enrollment",
     "portal",
+    # The TLS front's configuration (manage.py proxy_config) and the client-certificate check.
+    "proxy",
+    # Enrolment over Secure Transport (RFC 7030) under /.well-known/est/.
+    "est",
 ]
 
 MIDDLEWARE = [
@@ -254,7 +258,19 @@ SECURE_REDIRECT_EXEMPT = [
     r"^ca\.crl$",
     r"^crl\.pem$",
     r"^ca\.crt$",
+    # The same CA certificate (RFC 7030 4.1.3) and the CSR policy (4.5): public, and read by a
+    # device before it can check the portal's TLS certificate. Enrolment itself is never exempt.
+    r"^\.well-known/est/cacerts$",
+    r"^\.well-known/est/csrattrs$",
 ]
+
+# --- TLS front (docs/deployment.md "TLS front (nginx)") ---
+# The secret the nginx that `manage.py proxy_config` writes adds to every request it passes on.
+# Only a request carrying it is believed about its TLS client certificate (proxy.client_cert);
+# while it is empty (no such proxy in front), none is. Development generates one in DATA_DIR.
+PROXY_SECRET: str = optional_secret(env, "PROXY_SECRET") or (
+    generated_secret(DATA_DIR / "proxy_secret") if DEVELOPMENT else ""
+)
 
 # Content-Security-Policy (django-csp): the portal's pages load scripts, styles and images only
 # from the portal itself, run no inline script or style and no plugin, cannot be framed, and post

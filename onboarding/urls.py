@@ -34,6 +34,8 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("favicon.ico", views.favicon, name="favicon"),
     path("", include("pki.urls")),
+    # RFC 7030 3.2.2: Enrolment over Secure Transport.
+    path(".well-known/est/", include("est.urls")),
     # The original design's paths, at the root, for existing clients.
     *original_paths,
     path("health", health.health, name="health"),

@@ -26,6 +26,7 @@ class CertificatePurpose(models.TextChoices):
     DEVICE = "device", "Device (TLS client)"
     BROKER = "broker", "Broker (TLS server)"
     MONITOR = "monitor", "Monitoring probe (TLS client)"
+    PORTAL = "portal", "Portal TLS front (TLS server)"
 
 
 class CertificateQuerySet(models.QuerySet["Certificate"]):

@@ -137,6 +137,25 @@ class TestComposeInvariants:
             assert database_url is None or urlsplit(database_url).password is None, name
         assert all("file" in secret for secret in compose["secrets"].values())
 
+    def test_the_proxy_runs_what_init_wrote_and_holds_no_secret_of_its_own(
+        self, compose: dict[str, Any]
+    ) -> None:
+        proxy = compose["services"]["proxy"]
+        assert _volume_names(proxy) == {"proxy": "ro"}
+        assert "secrets" not in proxy and "environment" not in proxy
+        assert proxy["read_only"] is True and proxy["cap_drop"] == ["ALL"]
+        assert "-c" in proxy["entrypoint"] and "/srv/proxy/nginx.conf" in proxy["entrypoint"]
+        # init writes the configuration (it signs the server certificate) with the secret web reads.
+        assert _volume_names(compose["services"]["init"])["proxy"] == "rw"
+        for name in ("init", "web"):
+            assert (
+                compose["services"][name]["environment"]["PROXY_SECRET_FILE"] == "/run/secrets/proxy_secret"
+            )
+            assert "proxy_secret" in compose["services"][name]["secrets"]
+        init_script = (ROOT / "deploy" / "init.sh").read_text()
+        assert "proxy_config --out /srv/proxy --listen 8443 --upstream web:8000" in init_script
+        assert proxy["ports"] == ["${PORTAL_HTTPS_PORT:-443}:8443"]
+
     def test_web_publishes_only_on_loopback(self, compose: dict[str, Any]) -> None:
         assert compose["services"]["web"]["ports"] == ["127.0.0.1:${WEB_PORT:-8000}:8000"]
 

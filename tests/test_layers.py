@@ -23,6 +23,8 @@ APPS = (
     "enrollment",
     "api",
     "portal",
+    "proxy",
+    "est",
     "onboard_cli",
 )
 
@@ -44,6 +46,8 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("devices.admin", 4),
     ("api", 4),  # the REST API's shared parts: errors, parsers, throttles, handlers, paging
     ("portal", 4),
+    ("proxy", 4),  # the TLS front: proxy_config and the client-certificate check
+    ("est", 4),  # EST (RFC 7030) over HTTP
     ("pki.admin", 4),
     ("audit.admin", 4),
     ("broker.admin", 4),

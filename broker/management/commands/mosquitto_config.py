@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import datetime as dt
 import getpass
 import ipaddress
 import json
@@ -9,12 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils import timezone
 
 from broker.address import public_address
 from broker.backends import backend_class
@@ -27,13 +22,12 @@ from broker.probe import create_probe_identities
 from broker.sync import sync_broker
 from kernel.errors import ServiceError
 from kernel.fs import write_atomically
-from pki.issuance import issue_certificate
 from pki.keystore import get_ca
 from pki.models import Certificate, CertificatePurpose
-from pki.profiles import EndEntityProfile, KeyType, RevocationReason
+from pki.profiles import KeyType, RevocationReason
 from pki.revocation import revoke_certificate
+from pki.server_certificate import ensure_server_certificate
 
-SERVER_RENEW_DAYS = 30
 # Clients check the subjectAltName (RFC 6125); the CN only names the certificate for people.
 BROKER_COMMON_NAME = "IoT onboarding MQTT broker"
 LOOPBACK = ("127.0.0.1", "::1")
@@ -218,35 +212,17 @@ class Command(BaseCommand):
     def _server_certificate(self, out: Path, hostnames: list[str]) -> None:
         """Reuse the broker certificate while it names the same hosts and is far from expiry."""
         dns_names, addresses = _split_names(hostnames)
-        certificate_path, key_path = out / "server.crt", out / "server.key"
-        if certificate_path.exists() and key_path.exists():
-            current = x509.load_pem_x509_certificate(certificate_path.read_bytes())
-            names = current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            fresh = current.not_valid_after_utc - timezone.now() > dt.timedelta(days=SERVER_RENEW_DAYS)
-            same_ca = current.issuer == get_ca().certificate.subject
-            same_names = sorted(names.get_values_for_type(x509.DNSName)) == dns_names and sorted(
-                str(address) for address in names.get_values_for_type(x509.IPAddress)
-            ) == sorted(addresses)
-            if fresh and same_ca and same_names:
-                return
-        profile = EndEntityProfile(
-            extended_key_usage=(ExtendedKeyUsageOID.SERVER_AUTH,),
-            dns_names=tuple(dns_names),
-            ip_addresses=tuple(addresses),
+        issued = ensure_server_certificate(
+            out / "server.crt",
+            out / "server.key",
+            common_name=BROKER_COMMON_NAME,
+            dns_names=dns_names,
+            addresses=addresses,
+            key_type=KeyType.RSA2048,
+            purpose=CertificatePurpose.BROKER,
         )
-        issued = issue_certificate(
-            BROKER_COMMON_NAME, key_type=KeyType.RSA2048, profile=profile, purpose=CertificatePurpose.BROKER
-        )
-        assert issued.private_key is not None
-        # The broker reads its key at start-up without a passphrase; it is the broker's, no device's.
-        write_atomically(
-            key_path,
-            issued.private_key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            ),
-            mode=0o600,
-        )
-        write_atomically(certificate_path, issued.record.pem.encode(), mode=0o644)
+        if issued is None:
+            return
         previous = (
             Certificate.objects.active()
             .filter(purpose=CertificatePurpose.BROKER)

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class EstConfig(AppConfig):
+    name = "est"
+    verbose_name = "Enrolment over Secure Transport (RFC 7030)"
