@@ -31,6 +31,8 @@ SUITE_PACKAGES = [
     "chromium",
     "docker-compose",
     "nodejs",
+    "nginx",
+    "curl",
 ]
 RUNNING_REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
