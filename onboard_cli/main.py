@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--csr", type=Path, help="PEM CSR file, when the device made its own key")
     register.add_argument("--key-type", choices=vocabulary.KEY_TYPES)
     register.add_argument("--out", type=Path, help="download the bundle straight away to this file")
+    register.add_argument(
+        "--delivery",
+        choices=vocabulary.DELIVERIES,
+        help="zip (default): a bundle behind a one-time link; est: a code the device enrols itself with",
+    )
 
     status = commands.add_parser("status", help="a device's status and certificate", parents=everywhere)
     status.add_argument("device_id")
@@ -87,9 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     bulk = commands.add_parser("bulk-register", help="register every row of a CSV file", parents=everywhere)
     bulk.add_argument(
-        "file", type=Path, help="CSV: name, hardware_id, key_type, csr_file, other columns = metadata"
+        "file",
+        type=Path,
+        help="CSV: name, hardware_id, key_type, csr_file, delivery, other columns = metadata",
     )
     bulk.add_argument("--out", type=Path, help="results CSV (mode 0600; default FILE.results.csv)")
+    bulk.add_argument(
+        "--delivery",
+        choices=vocabulary.DELIVERIES,
+        help="rows with an empty delivery cell: zip (default) or est (the results list enrolment codes)",
+    )
     bulk.add_argument("--concurrency", type=int, default=4)
 
     commands.add_parser("health", help="the portal's health checks", parents=everywhere)
@@ -119,7 +131,10 @@ def _credentials(args: argparse.Namespace, client: PortalClient, answer: dict[st
         output.emit_json({**answer, "saved_to": str(args.out) if args.out else None})
     else:
         print(output.device_summary(answer))
-        print(output.bundle_notice(answer, str(args.out) if args.out else None))
+        if "enrollment_code" in answer:
+            print(output.enrollment_notice(answer))
+        else:
+            print(output.bundle_notice(answer, str(args.out) if args.out else None))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,6 +160,10 @@ def dispatch(args: argparse.Namespace, client: PortalClient) -> int:
             body["csr"] = csr
         elif args.key_type:
             body["key_type"] = args.key_type
+        if args.delivery == vocabulary.DELIVERY_EST:
+            if args.out:
+                raise CliError("--out needs a bundle: a device with --delivery est has none.", exit_code=2)
+            body["delivery"] = vocabulary.DELIVERY_EST
         _credentials(args, client, client.register(body))
     elif args.command == "status":
         device = client.device(args.device_id)
@@ -210,7 +229,7 @@ def download(args: argparse.Namespace, client: PortalClient) -> int:
 def bulk_register(args: argparse.Namespace, client: PortalClient) -> int:
     if args.concurrency < 1:
         raise CliError("--concurrency must be at least 1.", exit_code=2)
-    rows = read_rows(args.file)
+    rows = read_rows(args.file, default_delivery=args.delivery)
     out = args.out or args.file.with_suffix(".results.csv")
     progress = None
     if not args.json:

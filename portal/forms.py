@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from onboard_cli import text_rules
+from onboard_cli import text_rules, vocabulary
 from pki.csr import MAX_CSR_BYTES
 from pki.profiles import KeyType, RevocationReason
 
@@ -97,6 +97,12 @@ class CSRFields(forms.Form):
         return pasted or None
 
 
+DELIVERY_CHOICES = [
+    (vocabulary.DELIVERY_ZIP, "Encrypted ZIP behind a one-time download link"),
+    (vocabulary.DELIVERY_EST, "EST enrolment: the device enrols itself with a one-time code"),
+]
+
+
 class RegisterForm(CSRFields):
     # strip=False: Django's strip would cut a line break or U+2028 off the ends unseen; the
     # shared rule refuses them instead (only plain spaces are dropped).
@@ -121,7 +127,14 @@ class RegisterForm(CSRFields):
         widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
         help_text="One key=value per line, for example site=Lyon.",
     )
-    field_order = ["name", "hardware_id", "key_type", "csr", "csr_file", "metadata"]
+    delivery = forms.ChoiceField(
+        label="Credentials",
+        choices=DELIVERY_CHOICES,
+        initial=vocabulary.DELIVERY_ZIP,
+        help_text="EST: the device makes its own key and enrols itself with a one-time code "
+        "(no ZIP; key type and CSR are not used).",
+    )
+    field_order = ["name", "hardware_id", "delivery", "key_type", "csr", "csr_file", "metadata"]
 
     def clean_name(self) -> str:
         return one_line(self.cleaned_data["name"], "The name")

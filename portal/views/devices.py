@@ -29,8 +29,10 @@ from devices.lifecycle import get_device, issue_new_bundle, reissue_device, revo
 from devices.models import Device, DeviceStatus
 from devices.provisioning import retry_provisioning
 from devices.registration import RegistrationRequest, register_device
+from enrollment.enroll import AwaitingEnrollment, register_for_enrollment
 from kernel.addresses import client_address
 from kernel.errors import ServiceError
+from onboard_cli import vocabulary
 from pki.profiles import KeyType, RevocationReason
 from portal import dashboard as dashboard_data
 from portal import reveal, submissions
@@ -60,6 +62,25 @@ def credential_for(device: Device, bundle: IssuedBundle) -> reveal.Credential:
         password=bundle.password,
         expires_at=f"{bundle.link.expires_at:%Y-%m-%d %H:%M} UTC",
         note=PENDING_NOTE if device.status == DeviceStatus.PENDING else "",
+    )
+
+
+ENROLLMENT_NOTE = (
+    "The device enrols itself over EST (docs/est.md): HTTP Basic with its device id and this code "
+    "at /.well-known/est/simpleenroll. The code works once."
+)
+
+
+def enrollment_credential_for(awaiting: AwaitingEnrollment) -> reveal.Credential:
+    return reveal.Credential(
+        device_id=str(awaiting.device.id),
+        device_name=awaiting.device.name,
+        device_status=awaiting.device.status,
+        download_url="",
+        password="",
+        expires_at=f"{awaiting.enrollment_code_expires_at:%Y-%m-%d %H:%M} UTC",
+        note=ENROLLMENT_NOTE,
+        enrollment_code=awaiting.enrollment_code,
     )
 
 
@@ -134,26 +155,28 @@ def register(request: HttpRequest) -> HttpResponse:
             messages.warning(request, "This form was already sent once; its credentials were shown then.")
             return redirect("portal:device-list")
         data = form.cleaned_data
+        wanted = RegistrationRequest(
+            name=data["name"],
+            hardware_id=data["hardware_id"],
+            csr_pem=data["csr_pem"],
+            key_type=KeyType(data["key_type"]),
+            metadata=data["metadata"],
+        )
         try:
-            registration = register_device(
-                RegistrationRequest(
-                    name=data["name"],
-                    hardware_id=data["hardware_id"],
-                    csr_pem=data["csr_pem"],
-                    key_type=KeyType(data["key_type"]),
-                    metadata=data["metadata"],
-                ),
-                actor=request.user,
-                address=client_address(request),
-            )
+            if data["delivery"] == vocabulary.DELIVERY_EST:
+                awaiting = register_for_enrollment(
+                    wanted, actor=request.user, address=client_address(request)
+                )
+                credential = enrollment_credential_for(awaiting)
+            else:
+                registration = register_device(wanted, actor=request.user, address=client_address(request))
+                credential = credential_for(registration.device, registration.bundle)
         except HardwareIdConflict as error:
             form.add_error("hardware_id", error.message)  # on the field that has to change
         except ServiceError as error:
             form.add_error(None, error.message)
         else:
-            return reveal.redirect_to_reveal(
-                request, [credential_for(registration.device, registration.bundle)], "Device registered"
-            )
+            return reveal.redirect_to_reveal(request, [credential], "Device registered")
     return render(request, "portal/register.html", {"form": form, "submission": submissions.issue(request)})
 
 
