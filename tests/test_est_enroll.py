@@ -177,7 +177,8 @@ def _register_for_est(front: Front, token: str, name: str, hardware_id: str | No
         verify=_tls(front),
     )
     assert answer.status_code == 201, answer.text
-    return answer.json()
+    data: dict[str, Any] = answer.json()
+    return data
 
 
 def _enrolled_certificate(directory: Path, ca: CertificateAuthority, device_id: str) -> x509.Certificate:
