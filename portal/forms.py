@@ -131,6 +131,7 @@ class RegisterForm(CSRFields):
         label="Credentials",
         choices=DELIVERY_CHOICES,
         initial=vocabulary.DELIVERY_ZIP,
+        required=False,  # a form sent without it (a script, an older page) asks for the ZIP
         help_text="EST: the device makes its own key and enrols itself with a one-time code "
         "(no ZIP; key type and CSR are not used).",
     )
@@ -145,6 +146,9 @@ class RegisterForm(CSRFields):
 
     def clean_metadata(self) -> dict[str, str]:
         return parse_metadata(str(self.cleaned_data.get("metadata") or ""))
+
+    def clean_delivery(self) -> str:
+        return str(self.cleaned_data.get("delivery") or vocabulary.DELIVERY_ZIP)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
