@@ -428,3 +428,19 @@ def test_onboard_register_and_bulk_register_with_delivery_est(
             assert not row["download_url"]
     finally:
         forget_loaded_ca()
+
+
+def test_an_awaiting_device_has_its_pages_and_can_be_revoked_in_the_portal(operator: Client) -> None:
+    from devices.registration import RegistrationRequest
+    from enrollment.enroll import register_for_enrollment
+
+    awaiting = register_for_enrollment(RegistrationRequest(name="waiting-one"))
+    page = operator.get(f"/portal/devices/{awaiting.device.id}/")
+    assert page.status_code == 200 and "Awaiting enrolment" in page.content.decode()
+    assert "waiting-one" in operator.get("/portal/devices/?status=awaiting_enrollment").content.decode()
+    assert operator.get("/portal/").status_code == 200
+    revoked = operator.post(
+        f"/portal/devices/{awaiting.device.id}/revoke/", {"reason": "cessationOfOperation", "confirm": "on"}
+    )
+    assert revoked.status_code == 302, revoked.content
+    assert Device.objects.get(pk=awaiting.device.id).status == DeviceStatus.REVOKED
