@@ -79,6 +79,8 @@ def test_the_api_registers_an_awaiting_device_with_a_code_shown_once(operator_ap
     # No key, no certificate, no bundle: the device brings its key when it enrols.
     assert not Certificate.objects.filter(device=device).exists()
     assert not DownloadLink.objects.filter(device=device).exists()
+    registered = AuditEvent.objects.get(action=AuditAction.DEVICE_REGISTERED, device_id=device.id)
+    assert registered.detail == {"delivery": "est"} and registered.actor is not None
     stored = EnrollmentCode.objects.get(device=device)
     assert stored.digest == code_digest(answer["enrollment_code"]) != answer["enrollment_code"]
     assert len(answer["enrollment_code"]) >= 22  # 128 bits or more
