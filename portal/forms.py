@@ -96,6 +96,15 @@ class CSRFields(forms.Form):
                 ) from None
         return pasted or None
 
+    def clean(self) -> dict[str, Any]:
+        """Puts the one CSR, pasted or uploaded, in cleaned_data["csr_pem"]."""
+        cleaned = super().clean() or {}
+        try:
+            cleaned["csr_pem"] = self.csr_pem()
+        except ValidationError as error:
+            self.add_error("csr", error)
+        return cleaned
+
 
 class RegisterForm(CSRFields):
     # strip=False: Django's strip would cut a line break or U+2028 off the ends unseen; the
@@ -133,14 +142,6 @@ class RegisterForm(CSRFields):
     def clean_metadata(self) -> dict[str, str]:
         return parse_metadata(str(self.cleaned_data.get("metadata") or ""))
 
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        try:
-            cleaned["csr_pem"] = self.csr_pem()
-        except ValidationError as error:
-            self.add_error("csr", error)
-        return cleaned
-
 
 def parse_metadata(text: str) -> dict[str, str]:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -172,14 +173,6 @@ class ReissueForm(CSRFields):
         help_text="For a key the portal generates.",
     )
     field_order = ["key_type", "csr", "csr_file"]
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        try:
-            cleaned["csr_pem"] = self.csr_pem()
-        except ValidationError as error:
-            self.add_error("csr", error)
-        return cleaned
 
 
 class BulkUploadForm(forms.Form):

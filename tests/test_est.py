@@ -51,3 +51,12 @@ def test_public_operations_are_not_redirected_to_https(ca: CertificateAuthority,
     settings.SECURE_SSL_REDIRECT = True
     assert Client().get(path).status_code == 200
     assert Client().get("/.well-known/est/simpleenroll").status_code == 301
+
+
+def test_an_unknown_est_operation_is_a_json_404(db: None) -> None:
+    """RFC 7030 3.2.2 names the operations; any other path under /.well-known/est/ is the API's
+    JSON 404, not the portal's HTML page."""
+    answer = Client().get("/.well-known/est/serverkeygen")
+    assert answer.status_code == 404
+    assert answer["Content-Type"] == "application/json"
+    assert answer.json()["error"]["code"] == "not_found"

@@ -63,6 +63,16 @@ def credential_for(device: Device, bundle: IssuedBundle) -> reveal.Credential:
     )
 
 
+def _sent_again(request: HttpRequest, then: str, **kwargs: Any) -> HttpResponse | None:
+    """A form that shows credentials, sent a second time (back button, double click): the first
+    sending showed them; this one goes to `then` with a word instead of issuing more."""
+    if submissions.consume(request, request.POST.get("submission", "")):
+        return None
+    messages.warning(request, "This form was already sent once; its credentials were shown then.")
+    response: HttpResponse = redirect(then, **kwargs)
+    return response
+
+
 @require_GET
 @portal_view()
 def dashboard(request: HttpRequest) -> HttpResponse:
@@ -130,9 +140,8 @@ def device_detail(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
 def register(request: HttpRequest) -> HttpResponse:
     form = RegisterForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        if not submissions.consume(request, request.POST.get("submission", "")):
-            messages.warning(request, "This form was already sent once; its credentials were shown then.")
-            return redirect("portal:device-list")
+        if (again := _sent_again(request, "portal:device-list")) is not None:
+            return again
         data = form.cleaned_data
         try:
             registration = register_device(
@@ -199,9 +208,8 @@ def reissue(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
         return refused
     form = ReissueForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        if not submissions.consume(request, request.POST.get("submission", "")):
-            messages.warning(request, "This form was already sent once; its credentials were shown then.")
-            return redirect("portal:device-detail", device_id=device.id)
+        if (again := _sent_again(request, "portal:device-detail", device_id=device.id)) is not None:
+            return again
         key_type = form.cleaned_data["key_type"]
         try:
             registration = reissue_device(
@@ -235,9 +243,8 @@ def new_link(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
         return refused
     error = ""
     if request.method == "POST":
-        if not submissions.consume(request, request.POST.get("submission", "")):
-            messages.warning(request, "This form was already sent once; its credentials were shown then.")
-            return redirect("portal:device-detail", device_id=device.id)
+        if (again := _sent_again(request, "portal:device-detail", device_id=device.id)) is not None:
+            return again
         try:
             bundle = issue_new_bundle(device, actor=request.user, address=client_address(request))
         except ServiceError as failure:
@@ -264,9 +271,8 @@ def retry(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
         return redirect("portal:device-detail", device_id=device.id)
     error = ""
     if request.method == "POST":
-        if not submissions.consume(request, request.POST.get("submission", "")):
-            messages.warning(request, "This form was already sent once; its credentials were shown then.")
-            return redirect("portal:device-detail", device_id=device.id)
+        if (again := _sent_again(request, "portal:device-detail", device_id=device.id)) is not None:
+            return again
         try:
             registration = retry_provisioning(device, actor=request.user, address=client_address(request))
         except ServiceError as failure:
