@@ -77,7 +77,7 @@ def make_user(db):
     from django.contrib.auth.models import Group, User
 
     def make(username: str, role: str | None = None) -> User:
-        from tests.portal_support import restore_roles
+        from tests.support.portal import restore_roles
 
         user = User.objects.create_user(username=username, password="a-long-test-password")
         if role:
@@ -116,7 +116,7 @@ def operator_api(ca, token_client):
 @pytest.fixture(params=["mosquitto_acl", "mosquitto_dynsec"])
 def mosquitto(request, ca, settings, tmp_path):
     """Both backends run every broker test (a test may narrow this with indirect parametrize)."""
-    from tests.mosquitto import configured_broker, stop_mosquitto
+    from tests.support.mosquitto import configured_broker, stop_mosquitto
 
     broker = configured_broker(settings, tmp_path, request.param)
     yield broker
@@ -187,7 +187,7 @@ def _launched(sync_playwright: Any) -> Iterator[Any]:
 def portal(live_server: Any, session_ca_root: Path, settings: Any, broker_files: None) -> Iterator[str]:
     """The live server's URL, with the session CA and the role groups (a transactional
     test's flush removes them)."""
-    from tests.portal_support import restore_roles
+    from tests.support.portal import restore_roles
 
     settings.CA_ROOT_PATH = session_ca_root
     settings.PORTAL_URL = live_server.url
