@@ -16,13 +16,8 @@ from rest_framework.test import APIClient
 from devices.models import Device, DeviceStatus, IdempotentRequest
 from pki.keystore import CertificateAuthority, keystore
 from pki.models import Certificate, CertificateStatus
+from tests.support.api import post_register
 from tests.support.helpers import assert_signed_by, make_csr, open_bundle, openssl_verify
-
-
-def register(client: APIClient, **body: Any) -> Any:
-    body.setdefault("name", "sensor")
-    body.setdefault("key_type", "ec-p256")
-    return client.post("/register", body, format="json")
 
 
 def served_crl_serials(client: APIClient) -> set[int]:
@@ -90,8 +85,8 @@ class TestRegister:
         assert response.json()["certificate"]["key_type"] == "ec-p256"
 
     def test_repeated_hardware_id_is_409_with_the_existing_id(self, operator_api: APIClient) -> None:
-        first = register(operator_api, hardware_id="SN-1").json()
-        response = register(operator_api, hardware_id="SN-1")
+        first = post_register(operator_api, hardware_id="SN-1").json()
+        response = post_register(operator_api, hardware_id="SN-1")
         assert response.status_code == 409
         error = response.json()["error"]
         assert error["code"] == "hardware_id_exists"
@@ -161,7 +156,7 @@ class TestIdempotency:
 
 class TestRead:
     def test_device_status_at_every_path(self, operator_api: APIClient) -> None:
-        device_id = register(operator_api).json()["id"]
+        device_id = post_register(operator_api).json()["id"]
         answers = [
             operator_api.get(path)
             for path in (
@@ -194,7 +189,8 @@ class TestRead:
 
     def test_list_filters_search_and_ordering(self, operator_api: APIClient, settings: Any) -> None:
         ids = {
-            name: register(operator_api, name=name, hardware_id=f"HW-{name}").json()["id"] for name in "abc"
+            name: post_register(operator_api, name=name, hardware_id=f"HW-{name}").json()["id"]
+            for name in "abc"
         }
         operator_api.post(f"/revoke/{ids['b']}", {}, format="json")
         listing = operator_api.get("/api/v1/devices/?ordering=name").json()
@@ -223,10 +219,10 @@ class TestRead:
                 assert operator_api.get(path).status_code == 200
             return len(context.captured_queries)
 
-        first_id = register(operator_api).json()["id"]
+        first_id = post_register(operator_api).json()["id"]
         one = queries("/api/v1/devices/")
         for index in range(5):
-            register(operator_api, name=f"more-{index}")
+            post_register(operator_api, name=f"more-{index}")
         assert queries("/api/v1/devices/") == one
         # Authentication (token, user, permissions) plus device and its certificates.
         with django_assert_max_num_queries(6):
@@ -235,7 +231,7 @@ class TestRead:
 
 class TestRevoke:
     def test_revoke_puts_the_serial_on_the_served_crl(self, operator_api: APIClient, client: Any) -> None:
-        body = register(operator_api).json()
+        body = post_register(operator_api).json()
         response = operator_api.post(f"/revoke/{body['id']}", {"reason": "keyCompromise"}, format="json")
         assert response.status_code == 200
         revoked = response.json()
@@ -246,7 +242,7 @@ class TestRevoke:
         assert int(body["certificate"]["serial"], 16) in served_crl_serials(client)
 
     def test_revoking_twice_is_409_and_adds_no_crl(self, operator_api: APIClient, client: Any) -> None:
-        device_id = register(operator_api).json()["id"]
+        device_id = post_register(operator_api).json()["id"]
         operator_api.post(f"/revoke/{device_id}", {}, format="json")
         before = client.get("/crl.pem").content
         response = operator_api.post(f"/api/v1/devices/{device_id}/revoke", {}, format="json")
@@ -255,7 +251,7 @@ class TestRevoke:
         assert client.get("/crl.pem").content == before
 
     def test_unknown_reason_is_400(self, operator_api: APIClient) -> None:
-        device_id = register(operator_api).json()["id"]
+        device_id = post_register(operator_api).json()["id"]
         response = operator_api.post(f"/revoke/{device_id}", {"reason": "lost"}, format="json")
         assert response.status_code == 400
         assert Device.objects.get().status == DeviceStatus.ACTIVE
@@ -263,7 +259,7 @@ class TestRevoke:
     def test_delete_revokes_instead_of_losing_the_certificate(
         self, operator_api: APIClient, client: Any
     ) -> None:
-        body = register(operator_api).json()
+        body = post_register(operator_api).json()
         assert operator_api.delete(f"/api/v1/devices/{body['id']}").status_code == 204
         assert not Device.objects.exists()
         certificate = Certificate.objects.get(serial=body["certificate"]["serial"])
@@ -274,7 +270,7 @@ class TestRevoke:
 
 class TestReissue:
     def test_rotation_supersedes_the_old_certificate(self, operator_api: APIClient, client: Any) -> None:
-        first = register(operator_api).json()
+        first = post_register(operator_api).json()
         first_key = open_bundle(operator_api, first)["device.key"]
         response = operator_api.post(f"/api/v1/devices/{first['id']}/reissue", {}, format="json")
         assert response.status_code == 201, response.content
@@ -304,7 +300,7 @@ class TestReissue:
         )
 
     def test_revoked_device_cannot_be_reissued(self, operator_api: APIClient) -> None:
-        device_id = register(operator_api).json()["id"]
+        device_id = post_register(operator_api).json()["id"]
         operator_api.post(f"/revoke/{device_id}", {}, format="json")
         response = operator_api.post(f"/api/v1/devices/{device_id}/reissue", {}, format="json")
         assert response.status_code == 409
@@ -340,7 +336,7 @@ class TestErrors:
         assert response.json()["error"]["code"] == "not_found"
 
     def test_missing_ca_is_503(self, operator_api: APIClient, fresh_ca_root: Path) -> None:
-        response = register(operator_api)
+        response = post_register(operator_api)
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "ca_not_initialized"
         assert str(fresh_ca_root) not in response.content.decode()  # server paths stay in the log

@@ -17,7 +17,7 @@ import pyzipper
 from devices.models import Device
 from onboard_cli.main import main
 from pki.keystore import forget_loaded_ca
-from tests.support.helpers import make_csr
+from tests.support.helpers import make_csr, openssl_csr
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -329,8 +329,6 @@ def test_list_json_after_the_command_against_the_portal(portal: Portal, capsys: 
 
 
 def test_register_with_a_refused_csr_names_the_reason(portal: Portal, capsys: Any, tmp_path: Path) -> None:
-    from tests.pki.test_csr_policy import openssl_csr
-
     csr = tmp_path / "sha1.csr"
     csr.write_text(openssl_csr(tmp_path, "sha1", ["-newkey", "rsa:2048", "-sha1"]))
     code, _, err = portal.run(capsys, "register", "--name", "old-tool", "--csr", str(csr))

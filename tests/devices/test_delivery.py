@@ -12,7 +12,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import pyzipper
@@ -29,24 +28,10 @@ from devices.models import Device, DownloadAttempt, DownloadLink
 from devices.registration import RegistrationRequest, register_device
 from pki.keystore import CertificateAuthority, keystore
 from pki.profiles import KeyType
+from tests.support.api import link_path, register
 from tests.support.helpers import make_csr, open_bundle, openssl_verify
 
 PRIVATE_KEY_MARKERS = (b"BEGIN PRIVATE KEY", b"BEGIN RSA PRIVATE KEY", b"BEGIN EC PRIVATE KEY")
-
-
-def register(client: APIClient, **body: Any) -> dict[str, Any]:
-    body.setdefault("name", "meter")
-    body.setdefault("key_type", "ec-p256")
-    response = client.post(
-        "/register", {key: value for key, value in body.items() if value is not None}, format="json"
-    )
-    assert response.status_code == 201, response.content
-    answer: dict[str, Any] = response.json()
-    return answer
-
-
-def link_path(answer: dict[str, Any]) -> str:
-    return str(urlsplit(answer["download_url"]).path)
 
 
 class TestBundle:

@@ -32,18 +32,24 @@ from devices.models import Device, DeviceStatus, DownloadLink, IdempotentRequest
 from pki.issuance import issue_certificate
 from pki.keystore import CertificateAuthority
 from pki.profiles import KeyType
-from tests.devices.test_provisioning import operator_api, use_queue
 from tests.support import ROOT
+from tests.support.helpers import timed
 from tests.support.mosquitto import Broker
 from tests.support.redis_server import RedisServer, own_redis
 from tests.support.tcp_proxy import freezable_proxy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-__all__ = ["operator_api", "own_redis", "use_queue"]  # fixtures shared with other modules
+__all__ = ["own_redis"]  # a fixture
 
 #: The issue's bound: every request answers within this, whatever is frozen.
 ANSWER_BOUND_SECONDS = 10.0
+
+
+@pytest.fixture
+def operator_api(superuser_api: APIClient) -> APIClient:
+    """A superuser's client: the transactional tests here flush the role groups of Operators."""
+    return superuser_api
 
 
 @pytest.fixture
@@ -82,12 +88,6 @@ def make_available(server: RedisServer, how: str) -> None:
         server.thaw()
     else:
         server.start()
-
-
-def timed(call: Callable[[], Any]) -> tuple[Any, float]:
-    started = time.monotonic()
-    result = call()
-    return result, time.monotonic() - started
 
 
 def assert_names_the_task_queue(response: Any, elapsed: float) -> None:

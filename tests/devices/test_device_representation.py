@@ -14,16 +14,16 @@ from devices.api.serializers import DeviceSerializer, device_representation
 from devices.lifecycle import get_device, reissue_device, revoke_device
 from devices.models import Device, DeviceStatus
 from pki.profiles import RevocationReason
-from tests.api.test_api_devices import register
+from tests.support.api import post_register
 
 
 def devices_in_every_state(client: APIClient) -> list[Device]:
-    active = register(client, name="active", metadata={"site": "Ø-1", "floor": [1, 2]}).json()["id"]
-    revoked = register(client, name="revoked", hardware_id="HW-revoked").json()["id"]
+    active = post_register(client, name="active", metadata={"site": "Ø-1", "floor": [1, 2]}).json()["id"]
+    revoked = post_register(client, name="revoked", hardware_id="HW-revoked").json()["id"]
     revoke_device(get_device(revoked), RevocationReason.KEY_COMPROMISE)
-    reissued = register(client, name="reissued").json()["id"]
+    reissued = post_register(client, name="reissued").json()["id"]
     reissue_device(get_device(reissued))
-    anonymous = register(client, name="made by a script").json()["id"]
+    anonymous = post_register(client, name="made by a script").json()["id"]
     Device.objects.filter(pk=anonymous).update(created_by=None)
     pending = Device.objects.create(name="pending", status=DeviceStatus.PENDING)
     failed = Device.objects.create(name="failed", status=DeviceStatus.FAILED, failure_reason="no CA")
@@ -46,7 +46,7 @@ def test_same_answer_as_the_generic_serializer(operator_api: APIClient) -> None:
 
 
 def test_one_query_reads_a_device_and_its_newest_certificate(operator_api: APIClient) -> None:
-    device_id = register(operator_api).json()["id"]
+    device_id = post_register(operator_api).json()["id"]
     with CaptureQueriesContext(connection) as queries:
         device = get_device(device_id)
         device_representation(device)

@@ -12,7 +12,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from devices.models import DownloadAttempt, DownloadLink
-from tests.devices.test_delivery import link_path, register
+from tests.support.api import link_path, register
 from tests.support.helpers import open_bundle
 
 # What link-expanding bots send: browser-like Accept headers with their own user agents.

@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,42 +44,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def operator_api(ca: CertificateAuthority) -> APIClient:
-    """A superuser's token client: transactional tests flush the role groups the migrations made."""
-    from django.contrib.auth.models import User
-
-    from accounts.services import create_api_token
-
-    user = User.objects.create_superuser("provisioner", password="a-long-test-password")
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {create_api_token(user).value}")
-    return client
-
-
-def _point_app(broker_url: str, eager: bool) -> None:
-    from onboarding.celery import app
-
-    app.conf.broker_url = broker_url
-    app.conf.task_always_eager = eager
-    # Connections are pooled per app: drop them so the next message uses the new URL.
-    app._pool = None
-    app.amqp._producer_pool = None
-
-
-@pytest.fixture
-def use_queue(settings: Any, broker_files: None) -> Iterator[Callable[[str], None]]:
-    """Make this process a web process with workers: tasks go to a real Redis."""
-    from onboarding.celery import app
-
-    saved = (app.conf.broker_url, app.conf.task_always_eager)
-
-    def use(url: str) -> None:
-        settings.CELERY_TASK_ALWAYS_EAGER = False
-        settings.CELERY_BROKER_URL = url
-        _point_app(url, eager=False)
-
-    yield use
-    _point_app(*saved)
+def operator_api(superuser_api: APIClient) -> APIClient:
+    """A superuser's client: the transactional tests here flush the role groups of Operators."""
+    return superuser_api
 
 
 @pytest.fixture
@@ -392,8 +359,7 @@ def test_the_portal_shows_a_registration_pending_then_active_behind_a_real_worke
 
     from devices.models import DeviceStatus
     from portal.views.devices import PENDING_NOTE
-    from tests.portal.test_portal_views import hidden_text
-    from tests.support.portal import hidden
+    from tests.support.portal import hidden, hidden_text
 
     operator = verified_login(
         Client(), User.objects.create_superuser("portal-operator", password="a-long-test-password")

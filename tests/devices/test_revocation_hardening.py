@@ -36,6 +36,7 @@ from pki.authority import initialize_ca
 from pki.keystore import CertificateAuthority, forget_loaded_ca
 from pki.models import Certificate
 from pki.profiles import KeyType
+from tests.support.api import link_path, register
 from tests.support.helpers import free_port, subprocess_database_url
 from tests.support.mosquitto import (
     Broker,
@@ -107,16 +108,6 @@ def fill(disk: Path) -> None:
         assert exc.errno == errno.ENOSPC
     finally:
         os.close(descriptor)
-
-
-def register(client: APIClient, name: str) -> dict[str, Any]:
-    response = client.post("/register", {"name": name, "key_type": "ec-p256"}, format="json")
-    assert response.status_code == 201, response.content
-    return dict(response.json())
-
-
-def link_path(answer: dict[str, Any]) -> str:
-    return "/download/" + str(answer["download_url"]).rsplit("/", 1)[1]
 
 
 # --- 4. A read-only bundle directory does not block a revocation -----------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from django.test import Client
 
 from audit.models import AuditAction, AuditEvent
@@ -17,16 +16,6 @@ from tests.support.portal import signed_in
 
 LIST = "/portal/enrollment-groups/"
 ADD = "/portal/enrollment-groups/add/"
-
-
-@pytest.fixture
-def operator(ca: CertificateAuthority, make_user: Any, verified_login: Any) -> Client:
-    return signed_in(make_user, verified_login, "Operators", "olga")
-
-
-@pytest.fixture
-def auditor(ca: CertificateAuthority, make_user: Any, verified_login: Any) -> Client:
-    return signed_in(make_user, verified_login, "Auditors", "arthur")
 
 
 def test_an_operator_adds_a_group_and_disables_it(operator: Client) -> None:

@@ -9,7 +9,6 @@ request; they fail closed: while the cache is down, no request is let through un
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +21,7 @@ from django.urls import get_resolver
 from accounts.services import create_api_token
 from devices.models import Device, DeviceStatus
 from kernel.cache import CacheUnavailable
-from tests.support.helpers import free_port
+from tests.support.helpers import free_port, timed
 from tests.support.portal import restore_roles
 from tests.support.redis_server import RedisServer, own_redis
 from tests.support.workers import gunicorn_server, worker_environment
@@ -88,12 +87,6 @@ def test_api_requests_with_the_cache_down_answer_503_cache_unavailable_in_time(
     assert login_page.status_code == 200
     assert not Device.objects.filter(name="while-down").exists()  # nothing kept
     assert after.status_code == 200, after.text  # the same process, once the cache is back
-
-
-def timed(call: Any) -> tuple[httpx.Response, float]:
-    started = time.monotonic()
-    response = call()
-    return response, time.monotonic() - started
 
 
 @pytest.mark.parametrize("path", ["/portal/", "/register"])

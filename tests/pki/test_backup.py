@@ -21,8 +21,7 @@ from pki.keystore import keystore
 from pki.models import Certificate
 from pki.profiles import KeyType, RevocationReason
 from pki.revocation import revoke_certificate
-from tests.project.test_settings import manage
-from tests.support.helpers import openssl_verify
+from tests.support.helpers import manage, openssl_verify
 
 PASSPHRASE = "backup-passphrase-for-tests"
 

@@ -7,8 +7,6 @@ The CSRs are made by the real `openssl req`, as a device maker would make them.
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +20,8 @@ from pki.csr import parse_csr
 from pki.keystore import CertificateAuthority
 from pki.models import Certificate
 from pki.profiles import KeyType
-from tests.portal.test_portal_views import register_through_form
-from tests.support.helpers import make_csr
-from tests.support.portal import signed_in
+from tests.support.helpers import make_csr, openssl_csr
+from tests.support.portal import register_through_form, signed_in
 
 # name -> (openssl req options, the error, its code, words the message must hold)
 REFUSED: dict[str, tuple[list[str], type[errors.InvalidCSR], str, str]] = {
@@ -49,17 +46,6 @@ REFUSED: dict[str, tuple[list[str], type[errors.InvalidCSR], str, str]] = {
         errors.CSRSignatureAlgorithmNotAllowed, "csr_signature_algorithm_not_allowed", "MD5",
     ),
 }  # fmt: skip
-
-
-def openssl_csr(directory: Path, name: str, options: list[str]) -> str:
-    directory.mkdir(parents=True, exist_ok=True)
-    key, csr = directory / f"{name}.key", directory / f"{name}.csr"
-    subprocess.run(
-        ["openssl", "req", "-new", "-nodes", "-subj", "/CN=device", "-keyout", str(key), "-out", str(csr),
-         *options],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return csr.read_text()
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,7 @@ from django.test import Client
 
 from devices.models import Device
 from pki.keystore import CertificateAuthority
-from tests.portal.test_portal_views import register_through_form
-from tests.support.portal import signed_in
+from tests.support.portal import register_through_form, signed_in
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from django.test import Client
 
 from audit.models import AuditEvent
@@ -15,26 +14,7 @@ from devices.registration import RegistrationRequest, register_device
 from pki.keystore import CertificateAuthority
 from pki.models import Certificate, CertificateStatus
 from pki.profiles import KeyType
-from tests.support.portal import hidden, signed_in
-
-
-@pytest.fixture
-def operator(ca: CertificateAuthority, make_user: Any, verified_login: Any) -> Client:
-    return signed_in(make_user, verified_login, "Operators", "olga")
-
-
-@pytest.fixture
-def auditor(ca: CertificateAuthority, make_user: Any, verified_login: Any) -> Client:
-    return signed_in(make_user, verified_login, "Auditors", "arthur")
-
-
-def register_through_form(client: Client, **fields: Any) -> Any:
-    page = client.get("/portal/devices/register/")
-    assert page.status_code == 200
-    data = {"name": "boiler-7", "hardware_id": "", "key_type": "ec-p256", "metadata": "", "csr": ""}
-    data.update(fields)
-    data["submission"] = hidden(page.content.decode(), "submission")
-    return client.post("/portal/devices/register/", data)
+from tests.support.portal import hidden, hidden_text, register_through_form
 
 
 def test_register_shows_the_password_once_and_never_stores_it(operator: Client) -> None:
@@ -69,14 +49,6 @@ def test_register_shows_the_password_once_and_never_stores_it(operator: Client) 
 
     files = open_bundle(Client(), {"download_url": url, "bundle_password": password})
     assert set(files) >= {"device.crt", "ca.crt", "device.json"}
-
-
-def hidden_text(html: str, testid: str) -> str:
-    import re
-
-    found = re.search(rf'data-testid="{testid}">([^<]+)<', html)
-    assert found, testid
-    return found.group(1)
 
 
 def test_a_resent_register_form_registers_nothing_twice(operator: Client) -> None:

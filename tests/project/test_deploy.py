@@ -21,9 +21,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.project.test_settings import _SETTINGS_VARIABLES, manage
 from tests.support import ROOT
-from tests.support.helpers import free_port
+from tests.support.helpers import free_port, manage, without_settings_variables
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 COMPOSE_ENV = {"PORTAL_HOST": "portal.example.com", "BROKER_PUBLIC_HOST": "mqtt.example.com"}
@@ -271,7 +270,7 @@ def test_gunicorn_serves_the_portal_static_files_and_metrics(tmp_path: Path) -> 
     )
     collected = manage("collectstatic", "--no-input", "--verbosity", "0", env=env)
     assert collected.returncode == 0, collected.stderr
-    clean = {key: value for key, value in os.environ.items() if key not in _SETTINGS_VARIABLES}
+    clean = without_settings_variables()
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn_config.py", "onboarding.wsgi"],
         cwd=ROOT,
@@ -351,7 +350,7 @@ def test_the_broker_container_reloads_when_the_portal_asks(
     settings.BROKER_PUBLIC_PORT = settings.BROKER_PROBE_PORT = port
     call_command("mosquitto_config", "--out", str(directory), "--port", str(port), "--bind", "127.0.0.1",
                  stdout=io.StringIO())  # fmt: skip
-    clean = {key: value for key, value in os.environ.items() if key not in _SETTINGS_VARIABLES}
+    clean = without_settings_variables()
     broker = subprocess.Popen(
         ["sh", str(ROOT / "deploy" / "mosquitto-run.sh")],
         env={

@@ -158,3 +158,47 @@ def test_devices_reach_the_broker_only_through_its_interface() -> None:
     assert {imported for _importer, imported in reached} <= {"broker.dispatch", "broker.models"}, sorted(
         reached
     )
+
+
+# --- The test suite: test modules share code through tests/support/ and conftest.py only ---
+
+
+def imported_modules(source: str, importer: str) -> set[str]:
+    """The modules an importer's source names in its imports, relative ones resolved; `from
+    package import name` counts as importing `package.name` too (it may be a module)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            package = importer.split(".")[: -node.level] if node.level else []
+            base = ".".join([*package, *([node.module] if node.module else [])])
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def imports_a_test_module(source: str, importer: str) -> list[str]:
+    return sorted(
+        name for name in imported_modules(source, importer) if name.split(".")[-1].startswith("test_")
+    )
+
+
+def test_no_test_module_imports_another() -> None:
+    """What two test modules share lives in tests/support/ (or, for fixtures, tests/conftest.py)."""
+    found = {
+        module_name(path): imported
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        if (imported := imports_a_test_module(path.read_text(), module_name(path)))
+    }
+    assert not found, f"move what these import into tests/support/: {found}"
+
+
+def test_the_check_sees_a_test_module_importing_another() -> None:
+    assert imports_a_test_module("from tests.pki.test_csr_policy import openssl_csr", "tests.cli.test_cli")
+    assert imports_a_test_module(
+        "from .test_delivery import register", "tests.devices.test_download_page"
+    ) == ["tests.devices.test_delivery"]
+    assert imports_a_test_module("from tests.devices import test_delivery", "tests.cli.test_cli")
+    assert imports_a_test_module("import tests.devices.test_delivery", "tests.cli.test_cli")
+    assert not imports_a_test_module("from tests.support.api import register", "tests.devices.test_delivery")

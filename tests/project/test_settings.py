@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
 import sys
@@ -11,38 +10,19 @@ from pathlib import Path
 import pytest
 
 from tests.support import ROOT
-
-
-def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {key: value for key, value in os.environ.items() if key not in _SETTINGS_VARIABLES}
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.support.helpers import manage, without_settings_variables
 
 
 def start_web_server(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Import the web server's entry point (what gunicorn does first) in a new process."""
-    clean = {key: value for key, value in os.environ.items() if key not in _SETTINGS_VARIABLES}
     return subprocess.run(
         [sys.executable, "-c", "import onboarding.wsgi"],
         cwd=ROOT,
-        env={**clean, **env},
+        env={**without_settings_variables(), **env},
         capture_output=True,
         text=True,
         timeout=120,
     )
-
-
-_SETTINGS_VARIABLES = {
-    "DEBUG", "SECRET_KEY", "SECRET_KEY_FILE", "CA_KEY_PASSPHRASE", "CA_KEY_PASSPHRASE_FILE",
-    "DATA_DIR", "CA_ROOT_PATH", "DATABASE_URL", "DJANGO_SETTINGS_MODULE", "ALLOWED_HOSTS",
-    "SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE",
-}  # fmt: skip
 
 
 @pytest.mark.parametrize("missing", ["SECRET_KEY", "CA_KEY_PASSPHRASE"])

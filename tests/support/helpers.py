@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import NameOID
+
+from tests.support import ROOT
 
 BIN = Path(sys.executable).parent
 
@@ -156,3 +160,47 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def openssl_csr(directory: Path, name: str, options: list[str]) -> str:
+    """A CSR made by `openssl req` with `options` (and a new key), as a device's tooling would."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key, csr = directory / f"{name}.key", directory / f"{name}.csr"
+    subprocess.run(
+        ["openssl", "req", "-new", "-nodes", "-subj", "/CN=device", "-keyout", str(key), "-out", str(csr),
+         *options],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return csr.read_text()
+
+
+# What the settings read from the environment: a new process of the tests' own starts without them.
+SETTINGS_VARIABLES = {
+    "DEBUG", "SECRET_KEY", "SECRET_KEY_FILE", "CA_KEY_PASSPHRASE", "CA_KEY_PASSPHRASE_FILE",
+    "DATA_DIR", "CA_ROOT_PATH", "DATABASE_URL", "DJANGO_SETTINGS_MODULE", "ALLOWED_HOSTS",
+    "SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE",
+}  # fmt: skip
+
+
+def without_settings_variables() -> dict[str, str]:
+    """This process's environment less SETTINGS_VARIABLES."""
+    return {key: value for key, value in os.environ.items() if key not in SETTINGS_VARIABLES}
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`manage.py` in a new process with exactly the settings variables in `env`."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**without_settings_variables(), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    """What `call` returns, and the seconds it took."""
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started

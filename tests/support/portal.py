@@ -42,6 +42,23 @@ def hidden(html: str, name: str) -> str:
     return found.group(1)
 
 
+def hidden_text(html: str, testid: str) -> str:
+    """The text of the element marked `data-testid="<testid>"`."""
+    found = re.search(rf'data-testid="{testid}">([^<]+)<', html)
+    assert found, testid
+    return found.group(1)
+
+
+def register_through_form(client: Client, **fields: Any) -> Any:
+    """Submit the portal's register form (an EC key unless told) and hand back the response."""
+    page = client.get("/portal/devices/register/")
+    assert page.status_code == 200
+    data = {"name": "boiler-7", "hardware_id": "", "key_type": "ec-p256", "metadata": "", "csr": ""}
+    data.update(fields)
+    data["submission"] = hidden(page.content.decode(), "submission")
+    return client.post("/portal/devices/register/", data)
+
+
 def restore_roles() -> None:
     """Recreate the role groups a transactional test's flush removed (they come from data
     migrations; permissions and content types come back by themselves after a flush)."""
