@@ -228,8 +228,12 @@ def configured_broker(settings: Any, work: Path, backend: str = "mosquitto_acl")
     resend = time.monotonic() + 3
     while not (result := probe_broker()).healthy:
         if time.monotonic() > deadline:
+            exited = broker.process.poll()
             stop_mosquitto(broker)
-            raise RuntimeError(f"the broker never enforced the CRL ({result}): " + broker.log())
+            state = "running" if exited is None else f"exited with {exited}"
+            raise RuntimeError(
+                f"the broker never enforced the CRL ({result}; mosquitto {state}): " + broker.log()
+            )
         if time.monotonic() > resend:
             reload_broker()
             resend = time.monotonic() + 3
