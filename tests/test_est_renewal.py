@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -48,7 +49,7 @@ def pem_csr(key: ec.EllipticCurvePrivateKey) -> str:
     return x509.load_der_x509_csr(der).public_bytes(serialization.Encoding.PEM).decode()
 
 
-def front_headers(certificate_pem: str, secret: str = SECRET) -> dict[str, str]:
+def front_headers(certificate_pem: str, secret: str = SECRET) -> dict[str, Any]:
     """What nginx (proxy_config) adds for a client certificate it verified."""
     return {
         "HTTP_X_CLIENT_CERT": quote(certificate_pem, safe=""),
@@ -58,7 +59,7 @@ def front_headers(certificate_pem: str, secret: str = SECRET) -> dict[str, str]:
 
 
 def reenroll(certificate_pem: str | None, body: bytes, **extra: str) -> Any:
-    headers = front_headers(certificate_pem) if certificate_pem else {}
+    headers: dict[str, Any] = front_headers(certificate_pem) if certificate_pem else {}
     return Client().post(
         PATH,
         data=base64.b64encode(body),
@@ -92,11 +93,13 @@ def device(front: None, operator_api: Any) -> tuple[dict[str, Any], ec.EllipticC
 
 
 def certificate_pem(device_id: str) -> str:
-    return Device.objects.get_with_current_certificate(device_id).current_certificate.pem  # type: ignore[union-attr]
+    row = Device.objects.get_with_current_certificate(uuid.UUID(device_id)).current_certificate
+    assert row is not None
+    return row.pem
 
 
 def in_window(device_id: str) -> dt.datetime:
-    row = Device.objects.get_with_current_certificate(device_id).current_certificate
+    row = Device.objects.get_with_current_certificate(uuid.UUID(device_id)).current_certificate
     assert row is not None
     return renewal_opens_at(row.not_before, row.not_after) + dt.timedelta(hours=1)
 
