@@ -180,8 +180,8 @@ def test_renewal_through_nginx_with_curl_openssl_and_mosquitto(
     new_dir.mkdir()
     renewed = shell(
         f"curl -sS --fail --cacert {front.ca_file} --cert {old.certificate} --key {old.key} "
-        f"-H 'Content-Type: application/pkcs10' --data-binary @{old.directory / 'next.b64'} {front.https}{PATH}"
-        " | base64 -d | openssl pkcs7 -inform DER -print_certs"
+        f"-H 'Content-Type: application/pkcs10' --data-binary @{old.directory / 'next.b64'} "
+        f"{front.https}{PATH} | base64 -d | openssl pkcs7 -inform DER -print_certs"
     )
     assert renewed.returncode == 0, renewed.stderr
     (certificate,) = x509.load_pem_x509_certificates(
@@ -238,7 +238,8 @@ def test_strangers_and_forged_headers_are_refused(
     stranger = tmp_path / "stranger"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-         "-subj", f"/CN={device.device_id}", "-days", "30", "-keyout", f"{stranger}.key", "-out", f"{stranger}.crt"],
+         "-subj", f"/CN={device.device_id}", "-days", "30", "-keyout", f"{stranger}.key",
+         "-out", f"{stranger}.crt"],
         check=True, capture_output=True,
     )  # fmt: skip
     other = shell(f"curl -sS -o /dev/null -w '%{{http_code}}' --cacert {front.ca_file} --cert {stranger}.crt "
