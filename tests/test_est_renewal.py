@@ -278,3 +278,34 @@ def test_bad_renewal_settings_stop_start_up(settings: Any) -> None:
     settings.RENEWAL_WINDOW_PERCENT = 101
     settings.RENEWAL_GRACE_HOURS = 0
     assert [error.id for error in check_renewal_settings()] == ["devices.E001"]
+
+
+class TestOperatorsAllowRenewal:
+    """The flag is set through the portal's device page and the admin as through the API."""
+
+    def test_portal_device_page(self, device: Any, make_user: Any, verified_login: Any) -> None:
+        from tests.portal_support import signed_in
+
+        device_id = device[0]["id"]
+        operator = signed_in(make_user, verified_login, "Operators", "olga")
+        page = operator.get(f"/portal/devices/{device_id}/").content.decode()
+        assert "Let it renew now" in page and "opens " in page
+        answer = operator.post(f"/portal/devices/{device_id}/request-renewal/")
+        assert answer.status_code in (302, 303)
+        assert Device.objects.get(pk=device_id).renewal_requested_at is not None
+        assert "the device may renew now" in operator.get(f"/portal/devices/{device_id}/").content.decode()
+        auditor = signed_in(make_user, verified_login, "Auditors", "audrey")
+        assert auditor.post(f"/portal/devices/{device_id}/request-renewal/").status_code == 403
+        event = AuditEvent.objects.get(action=AuditAction.RENEWAL_REQUESTED)
+        assert event.actor_name == "olga"
+
+    def test_admin_action(self, device: Any, make_user: Any, verified_login: Any) -> None:
+        from tests.portal_support import signed_in
+
+        device_id = device[0]["id"]
+        staff = signed_in(make_user, verified_login, "Operators", "admin-operator", is_staff=True)
+        answer = staff.post(
+            "/admin/devices/device/", {"action": "request_renewal_selected", "_selected_action": [device_id]}
+        )
+        assert answer.status_code == 302, answer.content[:500]
+        assert Device.objects.get(pk=device_id).renewal_requested_at is not None
