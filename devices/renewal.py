@@ -122,11 +122,17 @@ def _checked(row: Certificate, device_id: uuid.UUID, now: dt.datetime, address: 
     try:
         check_may_renew(row, Device.objects.get_with_current_certificate(device_id), now)
     except RenewalRefused as refusal:
-        record(
-            AuditAction.RENEWAL_REFUSED, address=address, device_id=device_id,
-            serial=row.serial, code=refusal.code, reason=refusal.message,
-        )  # fmt: skip
+        _audit_refusal(row, device_id, refusal, address)
         raise
+
+
+def _audit_refusal(
+    row: Certificate, device_id: uuid.UUID, refusal: RenewalRefused, address: str | None
+) -> None:
+    record(
+        AuditAction.RENEWAL_REFUSED, address=address, device_id=device_id,
+        serial=row.serial, code=refusal.code, reason=refusal.message,
+    )  # fmt: skip
 
 
 def renew_device(row: Certificate, csr: ParsedCSR, *, address: str | None = None) -> Renewal:
@@ -141,17 +147,23 @@ def renew_device(row: Certificate, csr: ParsedCSR, *, address: str | None = None
     assert row.device_id is not None
     # Signed (and linted) before the transaction, as registration does.
     signed = sign_certificate(str(row.device_id), csr=csr)
-    with exclusive_lock(CRL_LOCK), transaction.atomic():
-        locked = Device.objects.select_for_update().get(pk=row.device_id)
-        now = timezone.now()
-        row.refresh_from_db()
-        _checked(row, locked.pk, now, address)
-        issued = record_certificate(signed, device_id=locked.id)
-        replaced = Certificate.objects.filter(
-            device=locked, status=CertificateStatus.ACTIVE, superseded_at__isnull=True
-        ).exclude(pk=issued.record.pk)
-        replaced.update(superseded_at=now)
-        locked.renewed(issued.record, row, address=address)
+    try:
+        # No CRL lock: nothing is revoked here (the grace job, or the call below, revokes).
+        with transaction.atomic():
+            locked = Device.objects.select_for_update().get(pk=row.device_id)
+            now = timezone.now()
+            row.refresh_from_db()
+            check_may_renew(row, Device.objects.get_with_current_certificate(locked.pk), now)
+            issued = record_certificate(signed, device_id=locked.id)
+            replaced = Certificate.objects.filter(
+                device=locked, status=CertificateStatus.ACTIVE, superseded_at__isnull=True
+            ).exclude(pk=issued.record.pk)
+            replaced.update(superseded_at=now)
+            locked.renewed(issued.record, row, address=address)
+    except RenewalRefused as refusal:
+        # Changed meanwhile (revoked, renewed by a concurrent request): audited after the rollback.
+        _audit_refusal(row, row.device_id, refusal, address)
+        raise
     if settings.RENEWAL_GRACE_HOURS == 0:
         revoke_superseded_certificates()
     return Renewal(device=Device.objects.get_with_current_certificate(locked.pk), issued=issued, previous=row)
