@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     renew.add_argument("--key", type=Path, required=True, help="its private key (PEM); replaced too")
     renew.add_argument("--ca", type=Path, required=True, help="the portal's CA certificate, pinned for TLS")
     renew.add_argument(
-        "--url", dest="est_url", default=os.environ.get("ONBOARD_URL"),
+        "--url", dest="est_url", metavar="URL", default=os.environ.get("ONBOARD_URL"),
         help="the portal's HTTPS address, e.g. https://portal.example.com (default: ONBOARD_URL)",
     )  # fmt: skip
     renew.add_argument(
