@@ -16,7 +16,7 @@ from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import roles
 from audit.models import AuditEvent
@@ -29,6 +29,8 @@ from devices.lifecycle import get_device, issue_new_bundle, reissue_device, revo
 from devices.models import Device, DeviceStatus
 from devices.provisioning import retry_provisioning
 from devices.registration import RegistrationRequest, register_device
+from devices.renewal import renewal_opens_at
+from devices.renewal import request_renewal as allow_renewal
 from kernel.addresses import client_address
 from kernel.errors import ServiceError
 from pki.profiles import KeyType, RevocationReason
@@ -114,9 +116,13 @@ def device_list(request: HttpRequest) -> HttpResponse:
 def device_detail(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
     device = _device_or_404(device_id)
     active = device.status == DeviceStatus.ACTIVE
+    current = device.current_certificate
     context: dict[str, Any] = {
         "device": device,
-        "certificate": device.current_certificate,
+        "certificate": current,
+        "renewal_opens_at": renewal_opens_at(current.not_before, current.not_after)
+        if active and current is not None
+        else None,
         "certificates": list(device.certificates.all()),
         "topics": default_rules(str(device.id)) if active else [],
         "extra_rules": list(AclRule.objects.filter(device=device)),
@@ -190,6 +196,20 @@ def revoke(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
     return render(
         request, "portal/revoke.html", {"device": device, "form": form, "broker_effect": revocation_effect()}
     )
+
+
+@require_POST
+@portal_view(roles.REISSUE)
+def request_renewal(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
+    """Let the device renew (EST simplereenroll) before its renewal window opens."""
+    device = _device_or_404(device_id)
+    try:
+        allow_renewal(device, actor=request.user, address=client_address(request))
+    except ServiceError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, "The device may renew its certificate now; its next renewal clears this.")
+    return redirect("portal:device-detail", device_id=device.id)
 
 
 def _actionable(request: HttpRequest, device: Device) -> HttpResponse | None:
