@@ -9,7 +9,6 @@ import pytest
 import time_machine
 from django.test import Client
 from django.utils import timezone
-from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
 from broker.sync import sync_broker
@@ -20,23 +19,7 @@ from pki.models import Certificate
 from pki.profiles import KeyType
 from pki.revocation import revoke_certificate
 from tests.support.helpers import open_bundle
-
-TOKEN = "metrics-token-0123456789abcdef"
-
-
-def scrape(client: Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
-    assert response.status_code == 200, response.content
-    assert response["Content-Type"].startswith("text/plain")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.content.decode())
-        for sample in family.samples
-    }
-
-
-def value(samples: dict[Any, float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+from tests.support.metrics import TOKEN, scrape, value
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """EST simplereenroll (RFC 7030 4.2.2) and the renewal policy, through Django with the headers the
 TLS front sets (proxy.client_cert). The same loop through real nginx, gunicorn, curl, openssl and
-Mosquitto is in tests/test_est_renewal_e2e.py."""
+Mosquitto is in tests/est/test_est_renewal_e2e.py."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from pki.issuance import issue_certificate
 from pki.keystore import CertificateAuthority
 from pki.models import Certificate, CertificateStatus
 from pki.profiles import KeyType, serial_hex
-from tests.helpers import assert_crl_contains, assert_signed_by, lint_certificate_file
+from tests.support.helpers import assert_crl_contains, assert_signed_by, lint_certificate_file
 
 SECRET = "renewal-proxy-secret-" + "x" * 24
 PATH = "/.well-known/est/simplereenroll"
@@ -252,10 +252,10 @@ class TestVisibility:
     ) -> None:
         from devices.alerts import send_expiry_alerts
         from portal.dashboard import build
-        from tests.test_metrics import scrape, value
+        from tests.support.metrics import TOKEN, scrape, value
 
         device_id = device[0]["id"]
-        settings.METRICS_TOKEN = "metrics-token-0123456789abcdef"
+        settings.METRICS_TOKEN = TOKEN
         assert value(scrape(client), "onboarding_devices_renewal_due") == 0
         operator = make_user("ops", "Operators")
         operator.email = "ops@example.com"
@@ -284,7 +284,7 @@ class TestOperatorsAllowRenewal:
     """The flag is set through the portal's device page and the admin as through the API."""
 
     def test_portal_device_page(self, device: Any, make_user: Any, verified_login: Any) -> None:
-        from tests.portal_support import signed_in
+        from tests.support.portal import signed_in
 
         device_id = device[0]["id"]
         operator = signed_in(make_user, verified_login, "Operators", "olga")
@@ -300,7 +300,7 @@ class TestOperatorsAllowRenewal:
         assert event.actor_name == "olga"
 
     def test_admin_action(self, device: Any, make_user: Any, verified_login: Any) -> None:
-        from tests.portal_support import signed_in
+        from tests.support.portal import signed_in
 
         device_id = device[0]["id"]
         staff = signed_in(make_user, verified_login, "Operators", "admin-operator", is_staff=True)

@@ -5,7 +5,7 @@ device's MQTT client, and the `onboard device renew` client.
 The device is registered the normal way (API with its own CSR) and is not inside its renewal
 window (RENEWAL_WINDOW_PERCENT 33, certificates of 365 days): the first renewal is refused as not
 due, an operator allows it, and it goes through. The renewal window itself (by time) is tested in
-tests/test_est_renewal.py with time-machine, which cannot reach into gunicorn.
+tests/est/test_est_renewal.py with time-machine, which cannot reach into gunicorn.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from onboard_cli.main import main as onboard
 from pki.keystore import CertificateAuthority
 from pki.models import Certificate, CertificateStatus
 from pki.profiles import serial_hex
-from tests.helpers import free_port, lint_certificate_file, openssl_verify
-from tests.mosquitto import (
+from tests.support.helpers import free_port, lint_certificate_file, openssl_verify
+from tests.support.mosquitto import (
     ACCEPTED,
     NOT_AUTHORIZED,
     Broker,
@@ -41,7 +41,7 @@ from tests.mosquitto import (
     DeviceClient,
     credentials_from_answer,
 )
-from tests.workers import gunicorn_portal, stop_process_group, worker_environment
+from tests.support.workers import gunicorn_portal, stop_process_group, worker_environment
 
 NGINX = "/usr/sbin/nginx"
 PATH = "/.well-known/est/simplereenroll"
