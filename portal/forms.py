@@ -96,6 +96,15 @@ class CSRFields(forms.Form):
                 ) from None
         return pasted or None
 
+    def clean(self) -> dict[str, Any]:
+        """Puts the one CSR, pasted or uploaded, in cleaned_data["csr_pem"]."""
+        cleaned = super().clean() or {}
+        try:
+            cleaned["csr_pem"] = self.csr_pem()
+        except ValidationError as error:
+            self.add_error("csr", error)
+        return cleaned
+
 
 DELIVERY_CHOICES = [
     (vocabulary.DELIVERY_ZIP, "Encrypted ZIP behind a one-time download link"),
@@ -150,14 +159,6 @@ class RegisterForm(CSRFields):
     def clean_delivery(self) -> str:
         return str(self.cleaned_data.get("delivery") or vocabulary.DELIVERY_ZIP)
 
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        try:
-            cleaned["csr_pem"] = self.csr_pem()
-        except ValidationError as error:
-            self.add_error("csr", error)
-        return cleaned
-
 
 def parse_metadata(text: str) -> dict[str, str]:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -189,14 +190,6 @@ class ReissueForm(CSRFields):
         help_text="For a key the portal generates.",
     )
     field_order = ["key_type", "csr", "csr_file"]
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        try:
-            cleaned["csr_pem"] = self.csr_pem()
-        except ValidationError as error:
-            self.add_error("csr", error)
-        return cleaned
 
 
 class BulkUploadForm(forms.Form):

@@ -16,7 +16,6 @@ import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
@@ -62,15 +61,7 @@ def redirect_to_reveal(request: HttpRequest, credentials: list[Credential], titl
     request.session[SESSION_KEY] = pending
     response = HttpResponseRedirect(_url(reveal_id))
     response.status_code = 303  # See Other: the browser fetches the page with GET
-    response.set_cookie(
-        COOKIE_PREFIX + reveal_id,
-        sealed.encode_key(key),
-        max_age=COOKIE_SECONDS,
-        path=_url(reveal_id),
-        secure=settings.SESSION_COOKIE_SECURE,
-        httponly=True,
-        samesite="Strict",
-    )
+    sealed.give_key(response, COOKIE_PREFIX + reveal_id, key, max_age=COOKIE_SECONDS, path=_url(reveal_id))
     return response
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.conf import settings
+from django.http import HttpResponse
 
 from kernel.sealing import Unreadable, decrypt, encrypt
 
-__all__ = ["Unreadable", "decode_key", "decrypt", "encode_key", "encrypt", "new_key"]
+__all__ = ["Unreadable", "decode_key", "decrypt", "encode_key", "encrypt", "give_key", "new_key"]
 
 KEY_BYTES = 32
 
@@ -35,3 +37,16 @@ def decode_key(text: str) -> bytes:
     if len(key) != KEY_BYTES:
         raise Unreadable("malformed key")
     return key
+
+
+def give_key(response: HttpResponse, name: str, key: bytes, *, max_age: int, path: str) -> None:
+    """Hand the browser its half: an HttpOnly, SameSite=Strict cookie, only for `path`."""
+    response.set_cookie(
+        name,
+        encode_key(key),
+        max_age=max_age,
+        path=path,
+        secure=settings.SESSION_COOKIE_SECURE,
+        httponly=True,
+        samesite="Strict",
+    )

@@ -122,6 +122,7 @@ class DeviceSerializer(serializers.ModelSerializer[Device]):
             "metadata",
             "failure_reason",
             "revocation_enforced_at",
+            "renewal_requested_at",
             "created_by",
             "created_at",
             "updated_at",

@@ -11,7 +11,9 @@ codes ends in the same lockout as guessing passwords, on top of django-otp's own
 from __future__ import annotations
 
 import base64
+import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import qrcode
@@ -61,6 +63,25 @@ def _pending_user(request: HttpRequest) -> tuple[User, dict[str, Any]] | None:
         return None
     user = User.objects.filter(pk=int(pending.get("user") or 0), is_active=True).first()
     return (user, pending) if user is not None else None
+
+
+SecondStepView = Callable[[HttpRequest, User, dict[str, Any]], HttpResponse]
+
+
+def _second_step(view: SecondStepView) -> Callable[[HttpRequest], HttpResponse]:
+    """A page of the sign-in's second step: only for a password checked in the last
+    PENDING_SECONDS (others go back to the password page); the code never reaches an error report."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest) -> HttpResponse:
+        found = _pending_user(request)
+        if found is None:
+            messages.info(request, "Please sign in with your password first.")
+            return redirect("portal:login")
+        return view(request, *found)
+
+    guarded = require_http_methods(["GET", "POST"])(wrapped)
+    return sensitive_post_parameters("code")(csrf_protect(never_cache(guarded)))
 
 
 def _finish_sign_in(request: HttpRequest, user: User, device: Any, pending: dict[str, Any]) -> None:
@@ -117,17 +138,9 @@ def login(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/login.html", {"form": form, "next": next_url})
 
 
-@sensitive_post_parameters("code")
-@csrf_protect
-@never_cache
-@require_http_methods(["GET", "POST"])
-def login_verify(request: HttpRequest) -> HttpResponse:
+@_second_step
+def login_verify(request: HttpRequest, user: User, pending: dict[str, Any]) -> HttpResponse:
     """Step two: a TOTP code (each accepted once: django-otp keeps the last time step) or a backup code."""
-    found = _pending_user(request)
-    if found is None:
-        messages.info(request, "Please sign in with your password first.")
-        return redirect("portal:login")
-    user, pending = found
     if not user_has_device(user):
         return redirect("portal:enrol")
     form = CodeForm(request.POST or None)
@@ -173,17 +186,9 @@ def _qr_svg(data: str) -> str:
     return str(svg)
 
 
-@sensitive_post_parameters("code")
-@csrf_protect
-@never_cache
-@require_http_methods(["GET", "POST"])
-def enrol(request: HttpRequest) -> HttpResponse:
+@_second_step
+def enrol(request: HttpRequest, user: User, pending: dict[str, Any]) -> HttpResponse:
     """First sign-in: scan a QR code, confirm one code, receive the backup codes once."""
-    found = _pending_user(request)
-    if found is None:
-        messages.info(request, "Please sign in with your password first.")
-        return redirect("portal:login")
-    user, pending = found
     if user_has_device(user):
         # Enrolment is only for accounts without a second factor: never a way around one.
         return redirect("portal:login-verify")

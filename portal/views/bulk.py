@@ -82,15 +82,7 @@ def start(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
         messages.info(request, "This job is already running.")
         return redirect("portal:bulk-job", job_id=job.pk)
     response = redirect("portal:bulk-job", job_id=job.pk)
-    response.set_cookie(
-        KEY_COOKIE,
-        sealed.encode_key(key),
-        max_age=KEY_COOKIE_SECONDS,
-        path=_job_path(job),
-        secure=settings.SESSION_COOKIE_SECURE,
-        httponly=True,
-        samesite="Strict",
-    )
+    sealed.give_key(response, KEY_COOKIE, key, max_age=KEY_COOKIE_SECONDS, path=_job_path(job))
     bulk.start(job, key)
     return response
 

@@ -16,7 +16,7 @@ from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import roles
 from audit.models import AuditEvent
@@ -29,6 +29,8 @@ from devices.lifecycle import get_device, issue_new_bundle, reissue_device, revo
 from devices.models import Device, DeviceStatus
 from devices.provisioning import retry_provisioning
 from devices.registration import RegistrationRequest, register_device
+from devices.renewal import renewal_opens_at
+from devices.renewal import request_renewal as allow_renewal
 from enrollment.enroll import AwaitingEnrollment, register_for_enrollment
 from kernel.addresses import client_address
 from kernel.errors import ServiceError
@@ -84,6 +86,16 @@ def enrollment_credential_for(awaiting: AwaitingEnrollment) -> reveal.Credential
     )
 
 
+def _sent_again(request: HttpRequest, then: str, **kwargs: Any) -> HttpResponse | None:
+    """A form that shows credentials, sent a second time (back button, double click): the first
+    sending showed them; this one goes to `then` with a word instead of issuing more."""
+    if submissions.consume(request, request.POST.get("submission", "")):
+        return None
+    messages.warning(request, "This form was already sent once; its credentials were shown then.")
+    response: HttpResponse = redirect(then, **kwargs)
+    return response
+
+
 @require_GET
 @portal_view()
 def dashboard(request: HttpRequest) -> HttpResponse:
@@ -125,9 +137,13 @@ def device_list(request: HttpRequest) -> HttpResponse:
 def device_detail(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
     device = _device_or_404(device_id)
     active = device.status == DeviceStatus.ACTIVE
+    current = device.current_certificate
     context: dict[str, Any] = {
         "device": device,
-        "certificate": device.current_certificate,
+        "certificate": current,
+        "renewal_opens_at": renewal_opens_at(current.not_before, current.not_after)
+        if active and current is not None
+        else None,
         "certificates": list(device.certificates.all()),
         "topics": default_rules(str(device.id)) if active else [],
         "extra_rules": list(AclRule.objects.filter(device=device)),
@@ -151,9 +167,8 @@ def device_detail(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
 def register(request: HttpRequest) -> HttpResponse:
     form = RegisterForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        if not submissions.consume(request, request.POST.get("submission", "")):
-            messages.warning(request, "This form was already sent once; its credentials were shown then.")
-            return redirect("portal:device-list")
+        if (again := _sent_again(request, "portal:device-list")) is not None:
+            return again
         data = form.cleaned_data
         wanted = RegistrationRequest(
             name=data["name"],
@@ -206,6 +221,20 @@ def revoke(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
     )
 
 
+@require_POST
+@portal_view(roles.REISSUE)
+def request_renewal(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
+    """Let the device renew (EST simplereenroll) before its renewal window opens."""
+    device = _device_or_404(device_id)
+    try:
+        allow_renewal(device, actor=request.user, address=client_address(request))
+    except ServiceError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, "The device may renew its certificate now; its next renewal clears this.")
+    return redirect("portal:device-detail", device_id=device.id)
+
+
 def _actionable(request: HttpRequest, device: Device) -> HttpResponse | None:
     if device.status != DeviceStatus.ACTIVE:
         messages.error(request, f"This device is {device.get_status_display().lower()}: nothing to re-issue.")
@@ -222,9 +251,8 @@ def reissue(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
         return refused
     form = ReissueForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        if not submissions.consume(request, request.POST.get("submission", "")):
-            messages.warning(request, "This form was already sent once; its credentials were shown then.")
-            return redirect("portal:device-detail", device_id=device.id)
+        if (again := _sent_again(request, "portal:device-detail", device_id=device.id)) is not None:
+            return again
         key_type = form.cleaned_data["key_type"]
         try:
             registration = reissue_device(
@@ -258,9 +286,8 @@ def new_link(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
         return refused
     error = ""
     if request.method == "POST":
-        if not submissions.consume(request, request.POST.get("submission", "")):
-            messages.warning(request, "This form was already sent once; its credentials were shown then.")
-            return redirect("portal:device-detail", device_id=device.id)
+        if (again := _sent_again(request, "portal:device-detail", device_id=device.id)) is not None:
+            return again
         try:
             bundle = issue_new_bundle(device, actor=request.user, address=client_address(request))
         except ServiceError as failure:
@@ -287,9 +314,8 @@ def retry(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
         return redirect("portal:device-detail", device_id=device.id)
     error = ""
     if request.method == "POST":
-        if not submissions.consume(request, request.POST.get("submission", "")):
-            messages.warning(request, "This form was already sent once; its credentials were shown then.")
-            return redirect("portal:device-detail", device_id=device.id)
+        if (again := _sent_again(request, "portal:device-detail", device_id=device.id)) is not None:
+            return again
         try:
             registration = retry_provisioning(device, actor=request.user, address=client_address(request))
         except ServiceError as failure:

@@ -3,9 +3,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts.management.users import user_named
 from accounts.services import create_api_token
 
 
@@ -26,11 +26,7 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="", help="a label to tell tokens apart")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        user_model = get_user_model()
-        try:
-            user = user_model.objects.get(**{user_model.USERNAME_FIELD: options["username"]})
-        except user_model.DoesNotExist:
-            raise CommandError(f"No user named '{options['username']}'.") from None
+        user = user_named(options["username"])
         if options["expires_days"] is not None and options["expires_days"] < 1:
             raise CommandError("--expires-days must be at least 1.")
         if options["no_expiry"] and options["expires_days"] is not None:

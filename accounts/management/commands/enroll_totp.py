@@ -4,11 +4,12 @@ import io
 from typing import Any
 
 import qrcode
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from accounts.management.users import user_named
 
 BACKUP_CODES = 8
 
@@ -21,11 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--replace", action="store_true", help="replace an existing authenticator")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        user_model = get_user_model()
-        try:
-            user = user_model.objects.get(**{user_model.USERNAME_FIELD: options["username"]})
-        except user_model.DoesNotExist:
-            raise CommandError(f"No user named '{options['username']}'.") from None
+        user = user_named(options["username"])
         existing = TOTPDevice.objects.filter(user=user)
         if existing.exists() and not options["replace"]:
             raise CommandError(

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts.management.users import user_named
 from accounts.models import ApiToken
 from accounts.services import revoke_api_token
 
@@ -42,10 +42,8 @@ class Command(BaseCommand):
             if not found:
                 raise CommandError(f"No API token with id {token_id}.")
             return found
-        user_model = get_user_model()
-        if not user_model.objects.filter(**{user_model.USERNAME_FIELD: username}).exists():
-            raise CommandError(f"No user named '{username}'.")
-        selected = tokens.filter(**{f"user__{user_model.USERNAME_FIELD}": username})
+        assert username is not None  # one of the two, checked above
+        selected = tokens.filter(user=user_named(username))
         if name is not None:
             selected = selected.filter(name=name)
         found = list(selected)
