@@ -141,6 +141,11 @@ class EstClient:
             raise CliError("The portal answered with no certificate.")
         return certificates[0]
 
+    def simpleenroll(self, csr: bytes, basic_auth: tuple[str, str] | None = None) -> x509.Certificate:
+        """RFC 7030 4.2.1: enrol with HTTP Basic (device id, enrolment code), or with the client
+        certificate this client was made with (a factory certificate, zero-touch)."""
+        return self._post_csr("simpleenroll", csr, auth=basic_auth)
+
     def simplereenroll(self, csr: bytes) -> x509.Certificate:
         """RFC 7030 4.2.2: renew with the client certificate this client was made with."""
         return self._post_csr("simplereenroll", csr)
@@ -223,6 +228,44 @@ def renew(
         raise CliError("The portal's certificate is not for the key this client made; nothing was written.")
     replace_credentials(certificate_file, key_file, renewed, key)
     return RenewResult(renewed=True, certificate=renewed, opens_at=renewal_opens_at(renewed, window_percent))
+
+
+def enroll(
+    url: str,
+    ca_file: Path,
+    certificate_file: Path,
+    key_file: Path,
+    *,
+    device_id: str | None = None,
+    code: str | None = None,
+    factory_certificate: Path | None = None,
+    factory_key: Path | None = None,
+    key_type: str = vocabulary.EC_P256,
+    force: bool = False,
+) -> x509.Certificate:
+    """First enrolment with EST simpleenroll: with the device id and its one-time enrolment code
+    (HTTP Basic), or zero-touch with a factory certificate and key (TLS client certificate). The
+    key is made here and never sent; the certificate and key are written (atomically, the key
+    0600) only if the portal signed a certificate for that key.
+
+    The files are checked before anything is sent: a code works once, so it is not spent on an
+    enrolment whose result could not be written."""
+    for path in (certificate_file, key_file):
+        if path.exists() and not force:
+            raise CliError(f"{path} already exists; give --force to replace it.", exit_code=2)
+        if not path.parent.is_dir():
+            raise CliError(f"No such directory: {path.parent}", exit_code=2)
+    key = new_private_key(key_type)
+    csr = csr_der(key, device_id or "device")
+    identity = TLSIdentity(ca_file, factory_certificate, factory_key)
+    basic_auth = (device_id, code) if device_id is not None and code is not None else None
+    with EstClient(url, identity) as client:
+        enrolled = client.simpleenroll(csr, basic_auth)
+    if enrolled.public_key() != key.public_key():
+        raise CliError("The portal's certificate is not for the key this client made; nothing was written.")
+    _write_atomically(key_file, key_pem(key), 0o600)
+    _write_atomically(certificate_file, enrolled.public_bytes(serialization.Encoding.PEM), 0o644)
+    return enrolled
 
 
 def _key_type_of(certificate: x509.Certificate) -> str:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-import socket
-import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,7 +23,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
-from django.core.management import call_command
 
 from audit.models import AuditAction, AuditEvent
 from devices.models import Device, DeviceStatus
@@ -33,31 +30,18 @@ from enrollment.models import EnrollmentGroup
 from enrollment.services import create_enrollment_group, update_enrollment_group
 from pki.keystore import CertificateAuthority
 from pki.profiles import serial_hex
-from tests.support.helpers import assert_signed_by, free_port, lint_certificate_file, superuser_token
+from tests.support.est_front import Front, enrollment_front, register_for_est, tls, uses_its_topics
+from tests.support.helpers import assert_signed_by, lint_certificate_file, superuser_token
 from tests.support.mosquitto import (
-    ACCEPTED,
-    NOT_AUTHORIZED,
     Broker,
-    Credentials,
-    DeviceClient,
     configured_broker,
     stop_mosquitto,
 )
-from tests.support.workers import gunicorn_portal, stop_process_group, worker_environment
 
-NGINX = "/usr/sbin/nginx"
 SIMPLEENROLL = "/.well-known/est/simpleenroll"
 
 # gunicorn's processes share the test database: committed rows only.
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@dataclass(frozen=True)
-class Front:
-    https: str  # through nginx
-    direct: str  # straight to gunicorn
-    ca_file: Path
-    secret: str
 
 
 @pytest.fixture
@@ -69,65 +53,15 @@ def broker(ca: CertificateAuthority, settings: Any, tmp_path: Path) -> Iterator[
         stop_mosquitto(started)
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail(f"nginx did not start: {log.read_text(errors='replace')[-4000:]}")
-            time.sleep(0.05)
-
-
 @pytest.fixture
 def front(ca: CertificateAuthority, broker: Broker, settings: Any, tmp_path: Path) -> Iterator[Front]:
-    """nginx (proxy_config) in front of gunicorn; the portal signs in the request (no task queue)
-    and keeps the test's broker in step."""
-    secret = secrets.token_urlsafe(32)
-    settings.PROXY_SECRET = secret
-    environment = worker_environment(
-        broker_url="",
-        DATA_DIR=str(tmp_path / "data"),
-        ALLOWED_HOSTS="127.0.0.1",
-        PROXY_SECRET=secret,
-        TRUSTED_PROXY_COUNT="1",
-        BROKER_BACKEND=settings.BROKER_BACKEND,
-        MOSQUITTO_PID_FILE=settings.MOSQUITTO_PID_FILE,
-        BROKER_PUBLIC_HOST="127.0.0.1",
-        BROKER_PUBLIC_PORT=str(broker.port),
-        BROKER_PROBE_HOST="127.0.0.1",
-        BROKER_PROBE_PORT=str(broker.port),
-    )
-    with gunicorn_portal(environment, tmp_path / "gunicorn.log") as url:
-        port = free_port()
-        out = tmp_path / "proxy"
-        call_command("proxy_config", "--out", str(out), "--listen", f"127.0.0.1:{port}",
-                     "--upstream", url.removeprefix("http://"), "--hostname", "127.0.0.1")  # fmt: skip
-        (tmp_path / "ca.crt").write_bytes(ca.certificate_pem)
-        log = tmp_path / "nginx.out"
-        with log.open("wb") as output:
-            nginx = subprocess.Popen(
-                [NGINX, "-c", str(out / "nginx.conf"), "-g", "daemon off;"],
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            _wait_for_port(port, nginx, log)
-            yield Front(f"https://127.0.0.1:{port}", url, tmp_path / "ca.crt", secret)
-        finally:
-            stop_process_group(nginx)
+    with enrollment_front(ca, broker, settings, tmp_path) as started:
+        yield started
 
 
 @pytest.fixture
 def api_token(transactional_db: None) -> str:
     return superuser_token("est-operator")
-
-
-def _tls(front: Front) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(front.ca_file))
 
 
 def _shell(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -167,21 +101,6 @@ def _enroll(front: Front, directory: Path, *auth: str) -> tuple[int, str]:
     return status, body
 
 
-def _register_for_est(front: Front, token: str, name: str, hardware_id: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"name": name, "delivery": "est"}
-    if hardware_id:
-        body["hardware_id"] = hardware_id
-    answer = httpx.post(
-        f"{front.https}/api/v1/devices/",
-        json=body,
-        headers={"Authorization": f"Token {token}"},
-        verify=_tls(front),
-    )
-    assert answer.status_code == 201, answer.text
-    data: dict[str, Any] = answer.json()
-    return data
-
-
 def _enrolled_certificate(directory: Path, ca: CertificateAuthority, device_id: str) -> x509.Certificate:
     certificate = x509.load_pem_x509_certificate((directory / "device.crt").read_bytes())
     assert certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == device_id
@@ -193,24 +112,11 @@ def _enrolled_certificate(directory: Path, ca: CertificateAuthority, device_id: 
     return certificate
 
 
-def _uses_its_topics(broker: Broker, directory: Path, device_id: str) -> None:
-    (directory / "ca.crt").write_bytes(broker.ca_file.read_bytes())
-    client = DeviceClient(broker, Credentials(device_id=device_id, directory=directory))
-    try:
-        assert client.connect(timeout=10), broker.log()[-2000:]
-        client.subscribe(f"devices/{device_id}/#")
-        assert client.publish(f"devices/{device_id}/telemetry", b"21.5") in ACCEPTED
-        assert client.next_message(timeout=5) == (f"devices/{device_id}/telemetry", b"21.5")
-        assert client.publish("devices/someone-else/telemetry") == NOT_AUTHORIZED
-    finally:
-        client.close()
-
-
 class TestWithAnEnrolmentCode:
-    def test_curl_and_openssl_enrol_a_device_that_then_uses_its_topics(
+    def test_curl_and_openssl_enrol_a_device_that_thenuses_its_topics(
         self, front: Front, broker: Broker, ca: CertificateAuthority, api_token: str, tmp_path: Path
     ) -> None:
-        registered = _register_for_est(front, api_token, "est-gateway")
+        registered = register_for_est(front, api_token, "est-gateway")
         device_id = registered["id"]
         assert registered["status"] == "awaiting_enrollment" and registered["certificate"] is None
         work = tmp_path / "device"
@@ -224,7 +130,7 @@ class TestWithAnEnrolmentCode:
         assert device.current_certificate.serial == serial_hex(certificate.serial_number)
         event = AuditEvent.objects.get(action=AuditAction.DEVICE_ENROLLED, device_id=device_id)
         assert event.detail["method"] == "enrollment_code"
-        _uses_its_topics(broker, work, device_id)
+        uses_its_topics(broker, work, device_id)
 
         # The code worked once: replayed, it is refused, with the challenge RFC 7030 3.2.3 asks for.
         replay = httpx.post(
@@ -232,7 +138,7 @@ class TestWithAnEnrolmentCode:
             content=(work / "csr.b64").read_bytes(),
             headers={"Content-Type": "application/pkcs10"},
             auth=(device_id, registered["enrollment_code"]),
-            verify=_tls(front),
+            verify=tls(front),
         )
         assert replay.status_code == 401
         assert replay.headers["WWW-Authenticate"] == 'Basic realm="est"'
@@ -241,7 +147,7 @@ class TestWithAnEnrolmentCode:
     def test_repeated_wrong_codes_lock_the_device_out(
         self, front: Front, api_token: str, settings: Any, tmp_path: Path
     ) -> None:
-        registered = _register_for_est(front, api_token, "guessed-gateway")
+        registered = register_for_est(front, api_token, "guessed-gateway")
         work = tmp_path / "device"
         _new_csr(work)
         for attempt in range(settings.ENROLLMENT_CODE_MAX_FAILURES):
@@ -253,12 +159,12 @@ class TestWithAnEnrolmentCode:
         assert Device.objects.get(pk=registered["id"]).status == DeviceStatus.AWAITING_ENROLLMENT
 
     def test_a_revoked_device_cannot_use_its_code(self, front: Front, api_token: str, tmp_path: Path) -> None:
-        registered = _register_for_est(front, api_token, "revoked-before-enrolment")
+        registered = register_for_est(front, api_token, "revoked-before-enrolment")
         revoked = httpx.post(
             f"{front.https}/api/v1/revoke/{registered['id']}",
             json={"reason": "cessationOfOperation"},
             headers={"Authorization": f"Token {api_token}"},
-            verify=_tls(front),
+            verify=tls(front),
         )
         assert revoked.status_code == 200, revoked.text
         work = tmp_path / "device"
@@ -373,7 +279,7 @@ class TestZeroTouch:
         event = AuditEvent.objects.get(action=AuditAction.DEVICE_ENROLLED, device_id=device.id)
         assert event.detail["method"] == "factory_certificate"
         assert event.detail["group"] == "acme-gateways"
-        _uses_its_topics(broker, work, str(device.id))
+        uses_its_topics(broker, work, str(device.id))
 
     def test_refusals_are_audited(self, front: Front, tmp_path: Path) -> None:
         acme = make_manufacturer(tmp_path / "acme", "Acme")
