@@ -111,6 +111,10 @@ def _proxied(settings: ProxySettings) -> str:
             proxy_send_timeout {UPSTREAM_TIMEOUT_SECONDS}s;"""
 
 
+#: Below gunicorn's own keep-alive timeout (2 s unless its `keepalive` setting says otherwise).
+UPSTREAM_KEEPALIVE_SECONDS = 1
+
+
 def render_nginx_conf(settings: ProxySettings) -> str:
     """The whole nginx.conf: `nginx -c FILE` runs it as root or as an ordinary user."""
     validate(settings)
@@ -150,6 +154,9 @@ http {{
     upstream portal {{
 {servers}
         keepalive 16;
+        # Closed by nginx before gunicorn closes it (its `keepalive`, 2 s by default): a request
+        # sent on a connection the upstream is closing fails as 502, and a POST is not retried.
+        keepalive_timeout {UPSTREAM_KEEPALIVE_SECONDS}s;
     }}
 
     server {{

@@ -30,7 +30,8 @@ from pki.keystore import CertificateAuthority
 from pki.models import Certificate, CertificatePurpose
 from pki.profiles import KeyType
 from proxy.client_cert import verified_client_certificate
-from proxy.nginx import InvalidProxySetting, ProxySettings, render_nginx_conf
+from proxy.nginx import UPSTREAM_KEEPALIVE_SECONDS, InvalidProxySetting, ProxySettings, render_nginx_conf
+from tests.support import ROOT
 from tests.support.helpers import free_port
 from tests.support.workers import gunicorn_portal, stop_process_group, worker_environment
 
@@ -55,6 +56,17 @@ class TestRender:
         assert "upstream portal {\n        server web:8000;\n        server 10.0.0.2:8000;\n" in text
         assert "proxy_pass http://portal;" in text
         assert "listen 8443 ssl;" in text and "server_name portal.example.com;" in text
+
+    def test_nginx_lets_an_idle_upstream_connection_go_before_gunicorn_does(self) -> None:
+        """A connection gunicorn closes while nginx sends on it is a 502 nginx does not retry for
+        a POST: nginx closes idle upstream connections first."""
+        from gunicorn.config import Config
+
+        gunicorn_keepalive = Config().keepalive
+        deployed = (ROOT / "deploy" / "gunicorn_config.py").read_text()
+        assert "keepalive" not in deployed  # the image runs gunicorn's default
+        assert gunicorn_keepalive > UPSTREAM_KEEPALIVE_SECONDS
+        assert f"keepalive_timeout {UPSTREAM_KEEPALIVE_SECONDS}s;" in render_nginx_conf(SETTINGS)
 
     def test_client_certificates_optional_and_passed_with_the_secret(self) -> None:
         text = render_nginx_conf(SETTINGS)
