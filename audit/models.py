@@ -8,6 +8,7 @@ from django.db import models
 
 class AuditAction(models.TextChoices):
     DEVICE_REGISTERED = "device.registered", "Device registered"
+    DEVICE_ENROLLED = "device.enrolled", "Device enrolled (EST)"
     DEVICE_PROVISIONING_FAILED = "device.failed", "Provisioning failed"
     DEVICE_REISSUED = "device.reissued", "Certificate re-issued"
     DEVICE_REVOKED = "device.revoked", "Device revoked"

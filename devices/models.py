@@ -28,6 +28,7 @@ class DeviceStatus(models.TextChoices):
     ACTIVE = vocabulary.ACTIVE, "Active"
     REVOKED = vocabulary.REVOKED, "Revoked"
     FAILED = vocabulary.FAILED, "Failed"
+    AWAITING_ENROLLMENT = vocabulary.AWAITING_ENROLLMENT, "Awaiting enrolment"
 
 
 #: Certificates of one device, newest first (the order `Device.current_certificate` uses).
@@ -85,7 +86,7 @@ class Device(models.Model):
     # Unique when given: several devices may have none (NULLs are distinct).
     hardware_id = models.CharField(max_length=text_rules.MAX_LENGTH, null=True, blank=True, unique=True)
     status = models.CharField(
-        max_length=16, choices=DeviceStatus.choices, default=DeviceStatus.PENDING, db_index=True
+        max_length=32, choices=DeviceStatus.choices, default=DeviceStatus.PENDING, db_index=True
     )
     metadata = models.JSONField(default=dict, blank=True)
     failure_reason = models.TextField(blank=True)
@@ -121,10 +122,19 @@ class Device(models.Model):
     # State changes: each saves the fields it changes and writes its audit event, inside the
     # caller's transaction. The cryptography (signing, the CRL) stays in the workflows.
 
-    def activate(self, certificate: Certificate, *, actor: Any = None, address: str | None = None) -> None:
+    def activate(
+        self,
+        certificate: Certificate,
+        *,
+        actor: Any = None,
+        address: str | None = None,
+        enrolled_by: str | None = None,
+        **detail: Any,
+    ) -> None:
         """The last step of registration: the device becomes active and holds its broker rights,
         and its registration is audited. A device inserted active (registered in the request)
-        is not written again.
+        is not written again. `enrolled_by` (an EST enrolment's method: `enrollment_code`,
+        `factory_certificate`) audits it as `device.enrolled` instead.
 
         The default rights (`devices/{id}/#`) follow from the active certificate alone, so there
         is nothing more to write here until a device has rules of its own.
@@ -133,9 +143,12 @@ class Device(models.Model):
             self.status = DeviceStatus.ACTIVE
             self.failure_reason = ""
             self.save(update_fields=["status", "failure_reason", "updated_at"])
+        if enrolled_by is not None:
+            detail["method"] = enrolled_by
         record(
-            AuditAction.DEVICE_REGISTERED, actor=actor, address=address, device_id=self.id,
-            serial=certificate.serial, key_type=certificate.key_type,
+            AuditAction.DEVICE_ENROLLED if enrolled_by is not None else AuditAction.DEVICE_REGISTERED,
+            actor=actor, address=address, device_id=self.id,
+            serial=certificate.serial, key_type=certificate.key_type, **detail,
         )  # fmt: skip
 
     def mark_failed(self, reason: str) -> None:

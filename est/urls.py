@@ -2,11 +2,12 @@
 
 from django.urls import path
 
-from est import views
+from est import enroll, views
 
 app_name = "est"
 
 urlpatterns = [
     path("cacerts", views.cacerts, name="cacerts"),
     path("csrattrs", views.csrattrs, name="csrattrs"),
+    path("simpleenroll", enroll.simpleenroll, name="simpleenroll"),
 ]

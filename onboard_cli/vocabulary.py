@@ -36,4 +36,12 @@ PENDING = "pending"
 ACTIVE = "active"
 REVOKED = "revoked"
 FAILED = "failed"
-DEVICE_STATUSES = (PENDING, ACTIVE, REVOKED, FAILED)
+# Registered for EST delivery: no key, no certificate until the device enrols with its code.
+AWAITING_ENROLLMENT = "awaiting_enrollment"
+DEVICE_STATUSES = (PENDING, ACTIVE, REVOKED, FAILED, AWAITING_ENROLLMENT)
+
+# How a registration delivers credentials: a ZIP behind a one-time link, or EST enrolment
+# (docs/est.md) with a one-time enrolment code.
+DELIVERY_ZIP = "zip"
+DELIVERY_EST = "est"
+DELIVERIES = (DELIVERY_ZIP, DELIVERY_EST)

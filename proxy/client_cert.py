@@ -1,4 +1,4 @@
-"""The client certificate nginx verified, as Django sees it, believed only from the proxy.
+"""The client certificate nginx passed on, as Django sees it, believed only from the proxy.
 
 nginx (proxy.nginx) sets three headers on every request it passes on: the certificate (PEM,
 URL-encoded), its verdict, and the shared secret PROXY_SECRET. A request that reaches gunicorn
@@ -30,15 +30,26 @@ def from_proxy(request: HttpRequest) -> bool:
 
 
 def verified_client_certificate(request: HttpRequest) -> x509.Certificate | None:
-    """The TLS client certificate nginx verified against the CAs it trusts, or None: no
+    """The TLS client certificate nginx verified against the portal's CA, or None: no
     certificate, verification failed, unreadable, or the request did not come through the proxy.
 
-    That a certificate chains to a trusted CA is all this says: whether it is still good for
+    That a certificate chains to the portal's CA is all this says: whether it is still good for
     anything (issued to an active device, not revoked) is for the caller to check.
     """
-    if not from_proxy(request):
-        return None
     if request.META.get(_meta_key(CLIENT_VERIFY_HEADER)) != "SUCCESS":
+        return None
+    return presented_client_certificate(request)
+
+
+def presented_client_certificate(request: HttpRequest) -> x509.Certificate | None:
+    """The TLS client certificate the client presented through the proxy, whether or not it
+    chains to the portal's CA, or None (no certificate, unreadable, not through the proxy).
+
+    nginx checked only that the client holds its private key (the TLS handshake): a caller
+    must verify the certificate itself, as EST zero-touch enrolment does against the enrolment
+    groups' CAs (enrollment.services.match_enrollment_group).
+    """
+    if not from_proxy(request):
         return None
     escaped = request.META.get(_meta_key(CLIENT_CERT_HEADER), "")
     if not escaped:

@@ -144,11 +144,14 @@ http {{
         ssl_session_tickets off;
 
         # Devices may present a certificate (EST re-enrolment, zero-touch enrolment); nobody must.
-        # Only certificates chaining to these CAs are accepted: the portal's CA and any
-        # enrolment groups' manufacturer CAs. Whether the certificate is still good (not revoked,
-        # not superseded) is for the portal to decide against its database.
+        # nginx checks it against these CAs (the portal's, and any --client-ca) and passes the
+        # verdict on (SUCCESS or FAILED:reason), but lets a certificate of any other CA through
+        # too (optional_no_ca): a factory certificate is verified by the portal against the
+        # enrolment groups in its database, so a new group works without reloading nginx.
+        # Whether a certificate is still good (not revoked, not superseded) is for the portal to
+        # decide against its database.
         ssl_client_certificate {settings.client_ca_file};
-        ssl_verify_client optional;
+        ssl_verify_client optional_no_ca;
         ssl_verify_depth {CLIENT_VERIFY_DEPTH};
 
         location / {{

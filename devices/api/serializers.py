@@ -12,7 +12,8 @@ from broker.dispatch import Access, default_rules
 from devices.api.schema import EXAMPLE_CSR
 from devices.models import Device, DeviceStatus
 from devices.registration import Registration
-from onboard_cli import text_rules
+from enrollment.enroll import AwaitingEnrollment
+from onboard_cli import text_rules, vocabulary
 from pki.csr import MAX_CSR_BYTES, PEM_CSR_PATTERN
 from pki.keystore import get_ca
 from pki.models import Certificate
@@ -217,6 +218,39 @@ class RegistrationSerializer(DeviceSerializer, NewCredentialsSerializer):
         }
 
 
+class AwaitingEnrollmentSerializer(DeviceSerializer):
+    """The answer to a registration with `"delivery": "est"` (an `enrollment.enroll.AwaitingEnrollment`):
+    the device, awaiting enrolment, and its one-time enrolment code."""
+
+    enrollment_code = serializers.CharField(
+        read_only=True,
+        help_text="the device's one-time EST enrolment code (HTTP Basic password, username = device id); "
+        "shown this once, stored only as a digest",
+    )
+    enrollment_code_expires_at = serializers.DateTimeField(
+        read_only=True, help_text="the code stops working at this time"
+    )
+
+    class Meta(DeviceSerializer.Meta):
+        fields = [*DeviceSerializer.Meta.fields, "enrollment_code", "enrollment_code_expires_at"]
+        read_only_fields = fields
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        awaiting: AwaitingEnrollment = instance
+        return {
+            **device_representation(awaiting.device),
+            "enrollment_code": awaiting.enrollment_code,
+            "enrollment_code_expires_at": serializers.DateTimeField().to_representation(
+                awaiting.enrollment_code_expires_at
+            ),
+        }
+
+
+def awaiting_enrollment_representation(awaiting: AwaitingEnrollment) -> dict[str, Any]:
+    """What a registration for EST delivery answers, through `AwaitingEnrollmentSerializer`."""
+    return _bound(AwaitingEnrollmentSerializer).to_representation(awaiting)
+
+
 def registration_representation(registration: Registration) -> dict[str, Any]:
     """What a registration, re-issue or retry answers, through `RegistrationSerializer`."""
     return _bound(RegistrationSerializer).to_representation(registration)
@@ -234,6 +268,19 @@ class RegisterRequestSerializer(serializers.Serializer[Any]):
         help_text="key the server generates (default rsa2048); ignored with a CSR, which brings its own key",
     )
     metadata = serializers.DictField(required=False, help_text="a JSON object of your own, up to 8 KiB")
+    delivery = serializers.ChoiceField(
+        choices=list(vocabulary.DELIVERIES),
+        required=False,
+        help_text="zip (default): the server signs now and answers a one-time ZIP link; est: the device "
+        "enrols itself over EST (/.well-known/est/simpleenroll) with the enrolment code in the answer",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("delivery") == vocabulary.DELIVERY_EST and attrs.get("csr"):
+            raise serializers.ValidationError(
+                {"csr": "A device with EST delivery sends its CSR when it enrols, not here."}, code="invalid"
+            )
+        return attrs
 
     def validate_metadata(self, value: dict[str, Any]) -> dict[str, Any]:
         if len(json.dumps(value)) > MAX_METADATA_BYTES:

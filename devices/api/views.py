@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -21,12 +21,14 @@ from api.schema import error_responses, list_parameters
 from devices import idempotency
 from devices.api.filters import MAX_EXPIRY_DAYS, MAX_SEARCH_LENGTH, DeviceFilter
 from devices.api.serializers import (
+    AwaitingEnrollmentSerializer,
     BundleSerializer,
     DeviceSerializer,
     RegisterRequestSerializer,
     RegistrationSerializer,
     ReissueRequestSerializer,
     RevokeRequestSerializer,
+    awaiting_enrollment_representation,
     device_representation,
     registration_representation,
 )
@@ -34,8 +36,10 @@ from devices.lifecycle import delete_device, get_device, issue_new_bundle, reiss
 from devices.models import Device
 from devices.provisioning import retry_provisioning
 from devices.registration import Registration, RegistrationRequest, register_device
+from enrollment.enroll import register_for_enrollment
 from kernel.addresses import client_address
 from kernel.tasks import TaskQueueUnavailable
+from onboard_cli import vocabulary
 from pki.profiles import KeyType, RevocationReason
 
 
@@ -81,6 +85,14 @@ REPLAYED = OpenApiParameter(
     OpenApiParameter.HEADER,
     response=[201, 202],
     description="present on the stored answer to a retried request with the same Idempotency-Key",
+)
+
+# A registration answers the device with its ZIP link and password, or (delivery est) with its
+# enrolment code.
+REGISTERED = PolymorphicProxySerializer(
+    component_name="RegisteredDevice",
+    serializers=[RegistrationSerializer, AwaitingEnrollmentSerializer],
+    resource_type_field_name=None,
 )
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
@@ -153,7 +165,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
         request=RegisterRequestSerializer,
         parameters=[IDEMPOTENCY_HEADER, FOLLOW_AT, REPLAYED],
         responses={
-            201: RegistrationSerializer,
+            201: REGISTERED,
             202: RegistrationSerializer,
             **error_responses(*JSON_BODY, 409, 422, *EVERY_CALL),
         },
@@ -164,15 +176,30 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
             payload.is_valid(raise_exception=True)
             fields = payload.validated_data
             answers: list[Response] = []
+            registration = RegistrationRequest(
+                name=fields["name"],
+                hardware_id=fields.get("hardware_id"),
+                csr_pem=fields.get("csr"),
+                key_type=KeyType(fields.get("key_type", KeyType.RSA2048)),
+                metadata=fields.get("metadata", {}),
+            )
+            if fields.get("delivery") == vocabulary.DELIVERY_EST:
+                register_for_enrollment(
+                    registration,
+                    actor=request.user,
+                    address=client_address(request),
+                    on_recorded=lambda awaiting: answers.append(
+                        claim.keep(
+                            Response(
+                                awaiting_enrollment_representation(awaiting), status=status.HTTP_201_CREATED
+                            )
+                        )
+                    ),
+                )
+                return answers[0]
             try:
                 register_device(
-                    RegistrationRequest(
-                        name=fields["name"],
-                        hardware_id=fields.get("hardware_id"),
-                        csr_pem=fields.get("csr"),
-                        key_type=KeyType(fields.get("key_type", KeyType.RSA2048)),
-                        metadata=fields.get("metadata", {}),
-                    ),
+                    registration,
                     actor=request.user,
                     address=client_address(request),
                     # The answer is made (and kept for the Idempotency-Key) in the registration's
