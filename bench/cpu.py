@@ -26,6 +26,8 @@ class ProcessTimes:
     own: float
     #: user + system seconds of its children that exited and that it waited for
     reaped: float
+    #: its command line, arguments joined by spaces
+    command: str
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Snapshot:
 def _read_process(stat: Path) -> ProcessTimes | None:
     try:
         text = stat.read_text()
+        command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:  # it ended meanwhile
         return None
     # The name is in parentheses and may itself hold spaces or parentheses.
@@ -53,6 +56,7 @@ def _read_process(stat: Path) -> ProcessTimes | None:
         name=name,
         own=(utime + stime) / TICKS_PER_SECOND,
         reaped=(cutime + cstime) / TICKS_PER_SECOND,
+        command=command,
     )
 
 
@@ -93,12 +97,13 @@ def _roots(processes: dict[int, ProcessTimes], match: Callable[[ProcessTimes], b
 
 @dataclass(frozen=True)
 class Group:
-    """Some process trees, named for the report: by their root pids, or by the process name of
-    their roots (e.g. every `postgres` tree, found anew in each snapshot)."""
+    """Some process trees, named for the report: by their root pids, or by what their roots'
+    command lines hold, found anew in each snapshot (e.g. the PostgreSQL backends serving one
+    database, whose command line names it)."""
 
     label: str
     pids: tuple[int, ...] = ()
-    name: str | None = None
+    command_contains: str | None = None
     #: False: the processes themselves only, not their children (the benchmark's own process,
     #: whose children are the servers it measures)
     tree: bool = True
@@ -107,8 +112,9 @@ class Group:
         if not self.tree:
             return sum(at.processes[pid].own for pid in self.pids if pid in at.processes)
         roots = list(self.pids)
-        if self.name is not None:
-            roots += _roots(at.processes, lambda times: times.name == self.name)
+        if self.command_contains is not None:
+            text = self.command_contains
+            roots += _roots(at.processes, lambda times: text in times.command)
         return sum(at.processes[pid].own + at.processes[pid].reaped for pid in _tree(at.processes, roots))
 
 
