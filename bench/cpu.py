@@ -1,15 +1,15 @@
 """CPU time per process tree from /proc (Linux), to say what limits a benchmark.
 
 A tree's time is its processes' own time plus what they have reaped of their exited children
-(`cutime`, `cstime`): PostgreSQL starts a backend per connection, and a backend that ended
-during the run is counted in its postmaster's reaped time. Differences of two snapshots give the
-CPU seconds each tree used in between; divided by the wall time, the cores it kept busy.
+(`cutime`, `cstime`), so a worker that ended during the run still counts. Differences of two
+snapshots give the CPU seconds each group used in between; divided by the wall time, the cores
+it kept busy.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,20 +86,13 @@ def _tree(processes: dict[int, ProcessTimes], roots: Iterable[int]) -> set[int]:
     return members
 
 
-def _roots(processes: dict[int, ProcessTimes], match: Callable[[ProcessTimes], bool]) -> list[int]:
-    """The processes that `match` whose parent does not (the top of each matching tree)."""
-    return [
-        times.pid
-        for times in processes.values()
-        if match(times) and not (times.parent in processes and match(processes[times.parent]))
-    ]
-
-
 @dataclass(frozen=True)
 class Group:
-    """Some process trees, named for the report: by their root pids, or by what their roots'
-    command lines hold, found anew in each snapshot (e.g. the PostgreSQL backends serving one
-    database, whose command line names it)."""
+    """Processes named for the report: the trees under some pids (with their children, also
+    those that ended meanwhile: their parent reaped them), those pids alone (`tree` False), or
+    every process whose command line holds `command_contains` (e.g. the PostgreSQL backends of
+    one database, which name it), each counted from the first snapshot or from its start: one
+    that ends before the second snapshot is lost (a backend lives CONN_MAX_AGE, 60 s)."""
 
     label: str
     pids: tuple[int, ...] = ()
@@ -108,14 +101,21 @@ class Group:
     #: whose children are the servers it measures)
     tree: bool = True
 
-    def seconds(self, at: Snapshot) -> float:
-        if not self.tree:
-            return sum(at.processes[pid].own for pid in self.pids if pid in at.processes)
-        roots = list(self.pids)
+    def seconds_between(self, before: Snapshot, after: Snapshot) -> float:
         if self.command_contains is not None:
             text = self.command_contains
-            roots += _roots(at.processes, lambda times: text in times.command)
-        return sum(at.processes[pid].own + at.processes[pid].reaped for pid in _tree(at.processes, roots))
+            earlier = {pid: times.own for pid, times in before.processes.items() if text in times.command}
+            return sum(
+                times.own - earlier.get(pid, 0.0)
+                for pid, times in after.processes.items()
+                if text in times.command
+            )
+        return self._seconds(after) - self._seconds(before)
+
+    def _seconds(self, at: Snapshot) -> float:
+        if not self.tree:
+            return sum(at.processes[pid].own for pid in self.pids if pid in at.processes)
+        return sum(at.processes[pid].own + at.processes[pid].reaped for pid in _tree(at.processes, self.pids))
 
 
 def cores_used(
@@ -123,6 +123,6 @@ def cores_used(
 ) -> dict[str, float]:
     """The cores each group kept busy between the snapshots (CPU seconds ÷ wall seconds), then
     `other` (every other process on the machine) and `machine` (all of it together)."""
-    used = {group.label: (group.seconds(after) - group.seconds(before)) / wall_seconds for group in groups}
+    used = {group.label: group.seconds_between(before, after) / wall_seconds for group in groups}
     machine = (after.machine_busy - before.machine_busy) / wall_seconds
     return {**used, "other": max(0.0, machine - sum(used.values())), "machine": machine}
