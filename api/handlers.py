@@ -26,7 +26,15 @@ from kernel.errors import ServiceError
 logger = logging.getLogger(__name__)
 
 # Paths whose clients are programs: they get JSON errors, never an HTML page.
-API_PATH_PREFIXES = ("/api/", "/register", "/device/", "/revoke/", "/health", "/download/", "/.well-known/est/")
+API_PATH_PREFIXES = (
+    "/api/",
+    "/register",
+    "/device/",
+    "/revoke/",
+    "/health",
+    "/download/",
+    "/.well-known/est/",
+)
 
 
 _CODES: dict[type[exceptions.APIException], str] = {

@@ -44,7 +44,7 @@ def main() -> None:
     from broker.dynsec_session import ControlSession
     from broker.sync import sync_broker
     from pki.revocation import revoke_certificate
-    from tests.mosquitto import configured_broker, stop_mosquitto
+    from tests.support.mosquitto import configured_broker, stop_mosquitto
 
     # Time spent waiting for the broker to carry out a change's commands (not the read-only
     # getClient/getRole that find out what it holds): a change's time less this is the

@@ -49,7 +49,7 @@ def main() -> None:
     from broker.probe import REVOKED, connect_outcome, issue_sync_canary, wait_until_refused
     from broker.sync import reload_broker, sync_broker
     from pki.revocation import revoke_certificate
-    from tests.mosquitto import (
+    from tests.support.mosquitto import (
         NOT_AUTHORIZED,
         DeviceClient,
         configured_broker,

@@ -229,7 +229,7 @@ def pad_fleet(broker: Any, size: int) -> Any:
     the dynamic-security backend, in the broker as the portal would have left them. Those are
     written into the plugin's file while the broker is stopped: created one command at a time,
     each rewriting the whole file, 100k devices would take hours. Returns the broker (restarted
-    if it had to be). Needs `setup_django` and a broker from `tests.mosquitto.configured_broker`."""
+    if it had to be). Needs `setup_django` and a broker from `tests.support.mosquitto.configured_broker`."""
     import gc
     import uuid
 
@@ -238,7 +238,7 @@ def pad_fleet(broker: Any, size: int) -> Any:
 
     from broker import dynsec_plan
     from pki.models import Certificate, CertificatePurpose
-    from tests.mosquitto import start_mosquitto, stop_mosquitto
+    from tests.support.mosquitto import start_mosquitto, stop_mosquitto
 
     present = Certificate.objects.filter(purpose=CertificatePurpose.DEVICE).active().count()
     padding = [str(uuid.uuid4()) for _ in range(max(0, size - present))]

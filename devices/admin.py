@@ -21,6 +21,7 @@ from accounts import roles
 from broker.dispatch import revocation_effect
 from devices.lifecycle import get_device, issue_new_bundle, reissue_device, revoke_device
 from devices.models import Device, DeviceStatus, DownloadAttempt, DownloadLink
+from devices.renewal import request_renewal
 from kernel.addresses import client_address
 from kernel.admin import ReadOnly, ReadOnlyAdmin
 from kernel.errors import ServiceError
@@ -71,6 +72,7 @@ class CertificateInline(ReadOnly, admin.TabularInline):  # type: ignore[type-arg
         "status",
         "revoked_at",
         "revocation_reason",
+        "superseded_at",
     )
     ordering = ["-created_at"]
     extra = 0
@@ -88,7 +90,7 @@ class DeviceAdmin(ReadOnlyAdmin):
     list_filter = ["status", ExpiringFilter, KeyTypeFilter]
     search_fields = ["name", "=id", "hardware_id", "=certificates__serial"]
     inlines = [CertificateInline]
-    actions = ["revoke_selected", "reissue_selected", "new_link_selected"]
+    actions = ["revoke_selected", "reissue_selected", "new_link_selected", "request_renewal_selected"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Device]:
         return super().get_queryset(request).with_certificates()  # type: ignore[attr-defined, no-any-return]
@@ -152,6 +154,17 @@ class DeviceAdmin(ReadOnlyAdmin):
     @admin.action(permissions=["reissue"], description="New download link for selected devices")
     def new_link_selected(self, request: HttpRequest, queryset: QuerySet[Device]) -> HttpResponse | None:
         return self._hand_over(request, queryset, "New download links", rotate=False)
+
+    @admin.action(permissions=["reissue"], description="Let selected devices renew now (EST)")
+    def request_renewal_selected(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
+        done = 0
+        for device in queryset:
+            try:
+                request_renewal(device, actor=request.user, address=client_address(request))
+                done += 1
+            except ServiceError as error:
+                self.message_user(request, f"{device.name}: {error.message}", messages.ERROR)
+        self.message_user(request, f"{done} device(s) may renew now.", messages.SUCCESS)
 
     def _hand_over(
         self, request: HttpRequest, queryset: QuerySet[Device], title: str, *, rotate: bool

@@ -4,7 +4,7 @@ threshold (EXPIRY_WARNING_DAYS), and listed on the portal's front page."""
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -12,6 +12,8 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from devices.models import Device
+from devices.renewal import renewal_due_devices
 from pki.keystore import get_ca
 from pki.models import Certificate, CertificatePurpose, ExpiryAlert
 
@@ -20,6 +22,8 @@ from pki.models import Certificate, CertificatePurpose, ExpiryAlert
 class ExpiryReport:
     certificates: list[Certificate]
     ca_expires: dt.datetime | None
+    #: Active devices inside their renewal window that have not renewed: named in every alert.
+    renewal_due: list[Device] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -36,7 +40,10 @@ def expiring_soon(now: dt.datetime | None = None) -> ExpiryReport:
         .order_by("not_after")
     )
     ca_not_after = get_ca().certificate.not_valid_after_utc
-    return ExpiryReport(certificates, ca_not_after if ca_not_after - now <= dt.timedelta(days=days) else None)
+    due = list(Device.objects.filter(pk__in=renewal_due_devices(now)).order_by("name"))
+    return ExpiryReport(
+        certificates, ca_not_after if ca_not_after - now <= dt.timedelta(days=days) else None, due
+    )
 
 
 def _first_time(subject_key: str, not_after: dt.datetime) -> bool:
@@ -70,6 +77,11 @@ def send_expiry_alerts(now: dt.datetime | None = None) -> int:
         f"- {item.common_name} (serial {item.serial}) expires {item.not_after:%Y-%m-%d %H:%M} UTC"
         for item in fresh
     ]
+    if report.renewal_due:
+        lines.append(
+            "\nInside their renewal window and not renewed yet (check they can reach the portal's EST):"
+        )
+        lines += [f"- {device.name} ({device.id})" for device in report.renewal_due]
     recipients = list(
         User.objects.filter(groups__name="Operators", is_active=True)
         .exclude(email="")

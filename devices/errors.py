@@ -35,3 +35,28 @@ class NewCSRRequired(DeviceError):
 
     code = "csr_required"
     status = 409
+
+
+# Renewal (EST simplereenroll, devices.renewal): the client certificate is the only credential.
+
+
+class RenewalRefused(DeviceError):
+    code = "renewal_refused"
+    status = 403
+
+
+class ClientCertificateUnknown(RenewalRefused):
+    """Chains to the CA but is not a device certificate the portal recorded: no identity at all."""
+
+    code = "certificate_unknown"
+    status = 401
+
+
+class ClientCertificateNotCurrent(RenewalRefused):
+    """Revoked, expired, replaced past its grace, or of a device that is not active."""
+
+    code = "certificate_not_current"
+
+
+class RenewalNotDue(RenewalRefused):
+    code = "renewal_not_due"

@@ -97,6 +97,9 @@ class Device(models.Model):
     # When the broker was known to enforce this device's revocation (reloaded, and confirmed
     # by the probe where one is configured). Null while revoked but not yet enforced.
     revocation_enforced_at = models.DateTimeField(null=True, blank=True)
+    # Set by an operator (after a CA change, a suspected key leak) to let the device renew
+    # before its renewal window opens (RENEWAL_WINDOW_PERCENT); cleared by the renewal.
+    renewal_requested_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -171,6 +174,21 @@ class Device(models.Model):
         record(
             AuditAction.DEVICE_REVOKED, actor=actor, address=address, device_id=self.id, reason=reason.value
         )
+
+    def request_renewal(self, *, actor: Any = None, address: str | None = None) -> None:
+        """An operator lets the device renew now, whatever its renewal window says."""
+        self.renewal_requested_at = timezone.now()
+        self.save(update_fields=["renewal_requested_at", "updated_at"])
+        record(AuditAction.RENEWAL_REQUESTED, actor=actor, address=address, device_id=self.id)
+
+    def renewed(self, certificate: Certificate, previous: Certificate, *, address: str | None = None) -> None:
+        """The device renewed itself (EST simplereenroll): the operator's request is done."""
+        self.renewal_requested_at = None
+        self.save(update_fields=["renewal_requested_at", "updated_at"])
+        record(
+            AuditAction.DEVICE_RENEWED, address=address, device_id=self.id,
+            serial=certificate.serial, previous_serial=previous.serial, key_type=certificate.key_type,
+        )  # fmt: skip
 
     @property
     def current_certificate(self) -> Certificate | None:

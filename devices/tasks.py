@@ -11,6 +11,7 @@ from celery import shared_task
 from devices import provisioning, registration
 from devices.alerts import send_expiry_alerts
 from devices.delivery import discard_expired_bundles
+from devices.renewal import revoke_superseded_certificates
 from pki.revocation import mark_expired_certificates
 
 PROVISION_ATTEMPTS = 6  # transient failures: 1, 2, 4, 8, 16 s apart, then the device is failed
@@ -45,3 +46,9 @@ def expiry_alerts_task() -> int:
 @shared_task(name="onboarding.expire_certificates")  # type: ignore[untyped-decorator]  # celery is untyped
 def expire_certificates_task() -> int:
     return mark_expired_certificates()
+
+
+@shared_task(name="onboarding.revoke_superseded")  # type: ignore[untyped-decorator]  # celery is untyped
+def revoke_superseded_task() -> int:
+    """Certificates renewals replaced, past RENEWAL_GRACE_HOURS: revoked as superseded."""
+    return revoke_superseded_certificates()

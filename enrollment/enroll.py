@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from cryptography import x509
 from django.db import IntegrityError, transaction
 
+from audit.models import AuditAction
+from audit.services import record
 from broker.dispatch import grants_on_register, tell_broker
 from devices.errors import DeviceError
 from devices.models import Device, DeviceStatus
@@ -29,7 +31,7 @@ from enrollment.services import (
     issue_enrollment_code,
     match_enrollment_group,
 )
-from onboard_cli import text_rules
+from onboard_cli import text_rules, vocabulary
 from pki.csr import ParsedCSR
 from pki.issuance import IssuedCertificate, record_certificate, sign_certificate
 
@@ -83,6 +85,15 @@ def register_for_enrollment(
                 metadata=request.metadata,
                 created_by=user_or_none(actor),
                 status=DeviceStatus.AWAITING_ENROLLMENT,
+            )
+            # Audited as a registration (who, from where) without a serial: there is no
+            # certificate until the device enrols (`device.enrolled`).
+            record(
+                AuditAction.DEVICE_REGISTERED,
+                actor=actor,
+                address=address,
+                device_id=device.id,
+                delivery=vocabulary.DELIVERY_EST,
             )
             code = issue_enrollment_code(device, actor=actor, address=address)
             expires_at = EnrollmentCode.objects.values_list("expires_at", flat=True).get(device=device)

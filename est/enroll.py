@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import textwrap
 
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -24,15 +23,13 @@ from django.views.decorators.http import require_POST
 
 from enrollment.enroll import Enrolled, enroll_with_code, enroll_with_factory_certificate
 from enrollment.errors import EnrollmentLocked
+from est.reenroll import PKCS10_CONTENT_TYPE, csr_from_body
 from est.responses import certs_only_response, est_error
 from kernel.addresses import client_address
 from kernel.errors import ServiceError
-from pki.csr import MAX_CSR_BYTES, ParsedCSR, parse_csr
-from pki.errors import InvalidCSR
 from pki.pkcs7 import certs_only_der
 from proxy.client_cert import presented_client_certificate
 
-PKCS10_CONTENT_TYPE = "application/pkcs10"
 # RFC 7030 3.2.3: a client that sent no (or wrong) credentials is told how to authenticate.
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="est"'}
 
@@ -60,24 +57,6 @@ def _basic_credentials(request: HttpRequest) -> tuple[str, str] | None:
     if not separator:
         raise NotAuthenticated("The Basic credentials are not base64 of 'device-id:code'.")
     return username, password
-
-
-def csr_from_body(body: bytes) -> ParsedCSR:
-    """The CSR of an EST request body: base64 DER, line breaks and other white space allowed;
-    then the portal's CSR policy (pki.csr.parse_csr) as for any registration."""
-    if len(body) > 2 * MAX_CSR_BYTES:
-        raise InvalidCSR(f"The request body is {len(body)} bytes; a device CSR is at most {MAX_CSR_BYTES}.")
-    compact = b"".join(body.split())
-    try:
-        der = base64.b64decode(compact, validate=True)
-    except binascii.Error:
-        raise InvalidCSR(
-            "The body must be the CSR as base64-encoded DER (RFC 7030 4.2.1), not PEM or binary."
-        ) from None
-    if not der:
-        raise InvalidCSR("The request body is empty: send the CSR as base64-encoded DER.")
-    lines = "\n".join(textwrap.wrap(base64.b64encode(der).decode("ascii"), 64))
-    return parse_csr(f"-----BEGIN CERTIFICATE REQUEST-----\n{lines}\n-----END CERTIFICATE REQUEST-----\n")
 
 
 def _enroll(request: HttpRequest) -> Enrolled:

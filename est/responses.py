@@ -25,13 +25,18 @@ def _accepts_json(request: HttpRequest) -> bool:
 
 
 def est_error(
-    request: HttpRequest, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    request: HttpRequest,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    **details: str,
 ) -> HttpResponse:
     """An EST error: the portal's JSON error body when the client accepts JSON, else the message
     as text; never cached."""
     response: HttpResponse
     if _accepts_json(request):
-        response = JsonResponse(error_body(code, message), status=status)
+        response = JsonResponse(error_body(code, message, None, **details), status=status)
     else:
         response = HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")
     response["Cache-Control"] = "no-store"

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from est import enroll, views
+from est import enroll, reenroll, views
 
 app_name = "est"
 
@@ -10,4 +10,5 @@ urlpatterns = [
     path("cacerts", views.cacerts, name="cacerts"),
     path("csrattrs", views.csrattrs, name="csrattrs"),
     path("simpleenroll", enroll.simpleenroll, name="simpleenroll"),
+    path("simplereenroll", reenroll.simplereenroll, name="simplereenroll"),
 ]

@@ -17,7 +17,7 @@ from onboard_cli import text_rules, vocabulary
 from onboard_cli.client import CliError, PortalClient, ServerError, Unreachable
 from onboard_cli.text_rules import RESULT_COLUMNS, safe_row  # the portal's result file too
 
-KNOWN_COLUMNS = ("name", "hardware_id", "key_type", "csr_file")
+KNOWN_COLUMNS = ("name", "hardware_id", "key_type", "csr_file", "delivery")
 DONE = ("registered", "already_registered")
 
 
@@ -29,6 +29,7 @@ class Row:
     key_type: str | None
     csr: str | None
     metadata: dict[str, str] = field(default_factory=dict)
+    delivery: str | None = None
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"name": self.name}
@@ -40,6 +41,8 @@ class Row:
             body["key_type"] = self.key_type
         if self.metadata:
             body["metadata"] = self.metadata
+        if self.delivery:
+            body["delivery"] = self.delivery
         return body
 
     def idempotency_key(self) -> str:
@@ -48,8 +51,9 @@ class Row:
         return "bulk-" + hashlib.sha256(identity.encode()).hexdigest()[:40]
 
 
-def read_rows(path: Path) -> list[Row]:
-    """Every row, or a CliError listing every bad row with its line number (nothing registered)."""
+def read_rows(path: Path, *, default_delivery: str | None = None) -> list[Row]:
+    """Every row, or a CliError listing every bad row with its line number (nothing registered).
+    A row's `delivery` cell (zip or est) wins over `default_delivery` (`--delivery`)."""
     try:
         handle = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
@@ -65,7 +69,7 @@ def read_rows(path: Path) -> list[Row]:
         seen: dict[str, int] = {}
         for record in reader:
             line = reader.line_num
-            row, row_problems = _parse(record, line, path.parent)
+            row, row_problems = _parse(record, line, path.parent, default_delivery)
             if row is not None and row.hardware_id:
                 if row.hardware_id in seen:
                     row_problems.append(f"hardware_id {row.hardware_id} repeats line {seen[row.hardware_id]}")
@@ -82,7 +86,9 @@ def read_rows(path: Path) -> list[Row]:
     return rows
 
 
-def _parse(record: dict[str, Any], line: int, base: Path) -> tuple[Row | None, list[str]]:
+def _parse(
+    record: dict[str, Any], line: int, base: Path, default_delivery: str | None = None
+) -> tuple[Row | None, list[str]]:
     problems = []
     if None in record:
         problems.append("more cells than header columns")
@@ -96,6 +102,9 @@ def _parse(record: dict[str, Any], line: int, base: Path) -> tuple[Row | None, l
     key_type = (record.get("key_type") or "").strip() or None
     if key_type and key_type not in vocabulary.KEY_TYPES:
         problems.append(f"key_type {key_type!r} is not one of {', '.join(vocabulary.KEY_TYPES)}")
+    delivery = (record.get("delivery") or "").strip() or default_delivery
+    if delivery and delivery not in vocabulary.DELIVERIES:
+        problems.append(f"delivery {delivery!r} is not one of {', '.join(vocabulary.DELIVERIES)}")
     csr = None
     csr_file = (record.get("csr_file") or "").strip()
     if csr_file:
@@ -110,7 +119,7 @@ def _parse(record: dict[str, Any], line: int, base: Path) -> tuple[Row | None, l
     }
     if problems:
         return None, problems
-    return Row(line, name, hardware_id, key_type, csr, metadata), []
+    return Row(line, name, hardware_id, key_type, csr, metadata, delivery), []
 
 
 def _done_lines(out: Path) -> set[int]:
@@ -128,7 +137,8 @@ def _header(out: Path) -> list[str] | None:
 
 
 class ResultWriter:
-    """Results go to a file created with mode 0600 (it holds bundle passwords), a row at a time."""
+    """Results go to a file created with mode 0600 (it holds bundle passwords and enrolment codes),
+    a row at a time."""
 
     def __init__(self, out: Path) -> None:
         # A run resumed on a file an older `onboard` began keeps that file's columns.
@@ -182,6 +192,14 @@ def register_row(
                 pause = min(pause * 2, BUSY_LONGEST_PAUSE)
                 continue
             return {**base, "status": "failed", "error": exc.message}
+    if "enrollment_code" in answer:  # delivery est: the device enrols itself with this code
+        return {
+            **base,
+            "status": "registered",
+            "device_id": answer["id"],
+            "enrollment_code": answer["enrollment_code"],
+            "enrollment_code_expires_at": answer.get("enrollment_code_expires_at") or "",
+        }
     return {
         **base,
         "status": "registered",

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from onboard_cli import output, vocabulary
+from onboard_cli import est, output, vocabulary
 from onboard_cli.bulk import read_rows, run_bulk
 from onboard_cli.client import CliError, PortalClient
 from onboard_cli.config import profile_path, resolve, save_profile
@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--csr", type=Path, help="PEM CSR file, when the device made its own key")
     register.add_argument("--key-type", choices=vocabulary.KEY_TYPES)
     register.add_argument("--out", type=Path, help="download the bundle straight away to this file")
+    register.add_argument(
+        "--delivery",
+        choices=vocabulary.DELIVERIES,
+        help="zip (default): a bundle behind a one-time link; est: a code the device enrols itself with",
+    )
 
     status = commands.add_parser("status", help="a device's status and certificate", parents=everywhere)
     status.add_argument("device_id")
@@ -87,12 +92,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     bulk = commands.add_parser("bulk-register", help="register every row of a CSV file", parents=everywhere)
     bulk.add_argument(
-        "file", type=Path, help="CSV: name, hardware_id, key_type, csr_file, other columns = metadata"
+        "file",
+        type=Path,
+        help="CSV: name, hardware_id, key_type, csr_file, delivery, other columns = metadata",
     )
     bulk.add_argument("--out", type=Path, help="results CSV (mode 0600; default FILE.results.csv)")
+    bulk.add_argument(
+        "--delivery",
+        choices=vocabulary.DELIVERIES,
+        help="rows with an empty delivery cell: zip (default) or est (the results list enrolment codes)",
+    )
     bulk.add_argument("--concurrency", type=int, default=4)
 
     commands.add_parser("health", help="the portal's health checks", parents=everywhere)
+
+    # Run on the device itself: EST with its own certificate, no API token.
+    device = commands.add_parser(
+        "device",
+        help="device-side EST (RFC 7030): run on the device",
+        parents=[_global_options(connection=False, after_command=True)],
+    )
+    device_commands = device.add_subparsers(dest="device_command", required=True)
+    renew = device_commands.add_parser(
+        "renew",
+        help="renew the device certificate (EST simplereenroll); the new key is made here",
+        parents=[_global_options(connection=False, after_command=True)],
+    )
+    renew.add_argument("--cert", type=Path, required=True, help="the device's current certificate (PEM)")
+    renew.add_argument("--key", type=Path, required=True, help="its private key (PEM); replaced too")
+    renew.add_argument("--ca", type=Path, required=True, help="the portal's CA certificate, pinned for TLS")
+    renew.add_argument(
+        "--url", dest="est_url", metavar="URL", default=os.environ.get("ONBOARD_URL"),
+        help="the portal's HTTPS address, e.g. https://portal.example.com (default: ONBOARD_URL)",
+    )  # fmt: skip
+    renew.add_argument(
+        "--renew-if-due", action="store_true",
+        help="do nothing (exit 0) until the renewal window opens: for cron or a systemd timer",
+    )  # fmt: skip
+    renew.add_argument(
+        "--window-percent", type=int, default=est.DEFAULT_WINDOW_PERCENT,
+        help="the portal's RENEWAL_WINDOW_PERCENT (default %(default)s)",
+    )  # fmt: skip
+    renew.add_argument("--key-type", choices=vocabulary.KEY_TYPES, help="default: the current key's type")
     return parser
 
 
@@ -119,10 +160,41 @@ def _credentials(args: argparse.Namespace, client: PortalClient, answer: dict[st
         output.emit_json({**answer, "saved_to": str(args.out) if args.out else None})
     else:
         print(output.device_summary(answer))
-        print(output.bundle_notice(answer, str(args.out) if args.out else None))
+        if "enrollment_code" in answer:
+            print(output.enrollment_notice(answer))
+        else:
+            print(output.bundle_notice(answer, str(args.out) if args.out else None))
+
+
+def device_command(args: argparse.Namespace) -> int:
+    """`onboard device renew`: EST from the device, with its own certificate."""
+    if not args.est_url:
+        raise CliError("Give the portal's address with --url or ONBOARD_URL.", exit_code=2)
+    if not 1 <= args.window_percent <= 100:
+        raise CliError("--window-percent must be between 1 and 100.", exit_code=2)
+    result = est.renew(
+        args.est_url, args.cert, args.key, args.ca,
+        only_if_due=args.renew_if_due, window_percent=args.window_percent, key_type=args.key_type,
+    )  # fmt: skip
+    summary = {
+        "renewed": result.renewed,
+        "serial": format(result.certificate.serial_number, "X"),
+        "not_after": result.certificate.not_valid_after_utc.isoformat(),
+        "renewal_opens_at": result.opens_at.isoformat(),
+    }
+    if args.json:
+        output.emit_json(summary)
+    elif result.renewed:
+        print(f"Renewed: serial {summary['serial']}, valid until {summary['not_after']}; "
+              f"old files kept as {args.cert}.bak and {args.key}.bak.")  # fmt: skip
+    else:
+        print(f"Not due: renewal opens at {summary['renewal_opens_at']}; nothing done.")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "device":
+        return device_command(args)
     if args.command == "configure":
         path = save_profile(args.profile, args.profile_url, args.profile_token)
         print(f"Saved profile '{args.profile}' to {path} (mode 0600).")
@@ -145,6 +217,10 @@ def dispatch(args: argparse.Namespace, client: PortalClient) -> int:
             body["csr"] = csr
         elif args.key_type:
             body["key_type"] = args.key_type
+        if args.delivery == vocabulary.DELIVERY_EST:
+            if args.out:
+                raise CliError("--out needs a bundle: a device with --delivery est has none.", exit_code=2)
+            body["delivery"] = vocabulary.DELIVERY_EST
         _credentials(args, client, client.register(body))
     elif args.command == "status":
         device = client.device(args.device_id)
@@ -210,7 +286,7 @@ def download(args: argparse.Namespace, client: PortalClient) -> int:
 def bulk_register(args: argparse.Namespace, client: PortalClient) -> int:
     if args.concurrency < 1:
         raise CliError("--concurrency must be at least 1.", exit_code=2)
-    rows = read_rows(args.file)
+    rows = read_rows(args.file, default_delivery=args.delivery)
     out = args.out or args.file.with_suffix(".results.csv")
     progress = None
     if not args.json:

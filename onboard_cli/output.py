@@ -60,5 +60,16 @@ def bundle_notice(answer: dict[str, Any], saved_to: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def enrollment_notice(answer: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"Enrol code   {answer['enrollment_code']}",
+            f"Expires      {answer['enrollment_code_expires_at']}",
+            "The device enrols itself over EST (/.well-known/est/simpleenroll, HTTP Basic: device id "
+            "and this code). The code works once and is shown only now.",
+        ]
+    )
+
+
 def warn(message: str) -> None:
     print(message, file=sys.stderr)

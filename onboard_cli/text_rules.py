@@ -107,6 +107,10 @@ RESULT_COLUMNS = (
     "bundle_password",
     "link_expires_at",
     "error",
+    # Rows registered for EST delivery (delivery = est): the one-time enrolment code instead of
+    # a link and a password. Last, so that scripts reading the older columns by position still work.
+    "enrollment_code",
+    "enrollment_code_expires_at",
 )
 
 #: A cell that starts with one of these is read as a formula by spreadsheet programs: a device

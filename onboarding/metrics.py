@@ -40,6 +40,7 @@ class ProductCollector(Collector):
         # Imported here: the collector module loads with the URLconf, before apps need to be.
         from broker.models import BrokerSync
         from devices.models import DownloadLink
+        from devices.renewal import renewal_due_devices
         from pki.models import Certificate, CertificateRevocationList, CertificateStatus
 
         now = timezone.now()
@@ -65,6 +66,11 @@ class ProductCollector(Collector):
             "onboarding_certificates_expiring",
             f"Active certificates whose validity ends within {EXPIRING_WITHIN_DAYS} days.",
             value=Certificate.objects.expiring(EXPIRING_WITHIN_DAYS, now).count(),
+        )
+        yield GaugeMetricFamily(
+            "onboarding_devices_renewal_due",
+            "Active devices inside their renewal window (RENEWAL_WINDOW_PERCENT) that have not renewed.",
+            value=len(renewal_due_devices(now)),
         )
         yield from _crl_metrics(now)
 

@@ -296,6 +296,11 @@ CA_ROOT_PATH = Path(env.str("CA_ROOT_PATH", default=str(DATA_DIR / "certs"))).re
 CERT_VALIDITY_DAYS: int = env.int("CERT_VALIDITY_DAYS", default=365)
 CRL_VALIDITY_HOURS: int = env.int("CRL_VALIDITY_HOURS", default=72)
 EXPIRY_WARNING_DAYS: int = env.int("EXPIRY_WARNING_DAYS", default=30)
+# Renewal (EST simplereenroll): a device may renew once this share (in %) of its certificate's
+# lifetime is left; the certificate it replaced stays valid RENEWAL_GRACE_HOURS more (0: revoked
+# at once), then the revoke-superseded job revokes it. Checked by devices.checks.
+RENEWAL_WINDOW_PERCENT: int = env.int("RENEWAL_WINDOW_PERCENT", default=33)
+RENEWAL_GRACE_HOURS: int = env.int("RENEWAL_GRACE_HOURS", default=24)
 # Expiry alerts go to the Operators' e-mail addresses; the console in development.
 EMAIL_BACKEND: str = env.str(
     "EMAIL_BACKEND",
@@ -498,6 +503,7 @@ CELERY_BEAT_SCHEDULE = {
     "sync-broker": {"task": "onboarding.sync_broker", "schedule": 60 * 60},
     "catch-up-broker": {"task": "onboarding.catch_up_broker", "schedule": BROKER_CATCH_UP_SECONDS},
     "expiry-alerts": {"task": "onboarding.expiry_alerts", "schedule": 6 * 60 * 60},
+    "revoke-superseded": {"task": "onboarding.revoke_superseded", "schedule": 10 * 60},
 }
 
 # --- Metrics: GET /metrics for Prometheus (onboarding.metrics) ---

@@ -75,6 +75,9 @@ class Certificate(models.Model):
     revocation_reason = models.CharField(
         max_length=32, blank=True, choices=[(reason.value, reason.value) for reason in RevocationReason]
     )
+    # When a renewal replaced it: it stays valid for RENEWAL_GRACE_HOURS (so a device that lost
+    # the answer can retry), then the scheduled job revokes it as superseded.
+    superseded_at = models.DateTimeField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = CertificateManagerBase.from_queryset(CertificateQuerySet)()

@@ -34,8 +34,9 @@ from django.utils import timezone
 
 from devices.models import Device
 from devices.registration import RegistrationRequest, register_device
+from enrollment.enroll import register_for_enrollment
 from kernel.errors import ServiceError
-from onboard_cli import text_rules
+from onboard_cli import text_rules, vocabulary
 from onboard_cli.text_rules import RESULT_COLUMNS, safe_row  # the file `onboard bulk-register` writes
 from pki.profiles import KeyType
 from portal import sealed
@@ -44,8 +45,8 @@ from portal.models import BulkJob, BulkJobStatus, BulkResult
 
 logger = logging.getLogger(__name__)
 
-NAME, HARDWARE_ID, KEY_TYPE = "name", "hardware_id", "key_type"
-RESERVED = {NAME, HARDWARE_ID, KEY_TYPE}
+NAME, HARDWARE_ID, KEY_TYPE, DELIVERY = "name", "hardware_id", "key_type", "delivery"
+RESERVED = {NAME, HARDWARE_ID, KEY_TYPE, DELIVERY}
 # A row never takes this long (RSA keygen and a signature); silence beyond it means the runner died.
 HEARTBEAT_STALE = dt.timedelta(minutes=2)
 
@@ -143,12 +144,19 @@ def _check_row(
     if key_type not in {kind.value for kind in KeyType}:
         allowed = ", ".join(kind.value for kind in KeyType)
         problems.append(RowProblem(line, f"Key type '{key_type}' is not one of {allowed}."))
+    delivery = (record.get(DELIVERY) or "").strip() or vocabulary.DELIVERY_ZIP
+    if delivery not in vocabulary.DELIVERIES:
+        problems.append(
+            RowProblem(line, f"Delivery '{delivery}' is not one of {', '.join(vocabulary.DELIVERIES)}.")
+        )
     metadata = {
         column: (record.get(column) or "").strip()[:MAX_METADATA_VALUE]
         for column in metadata_columns
         if (record.get(column) or "").strip()
     }
     row = {"line": line, "name": name, "hardware_id": hardware_id, "key_type": key_type, "metadata": metadata}
+    if delivery != vocabulary.DELIVERY_ZIP:
+        row[DELIVERY] = delivery  # rows stored before EST delivery existed have none: ZIP
     return row, problems
 
 
@@ -241,23 +249,31 @@ def run(job_id: uuid.UUID, key: bytes) -> None:
 def _register_row(job: BulkJob, row: dict[str, Any]) -> dict[str, Any]:
     outcome: dict[str, Any] = dict.fromkeys(RESULT_COLUMNS, "")
     outcome.update(line=row["line"], name=row["name"], hardware_id=row["hardware_id"])
+    wanted = RegistrationRequest(
+        name=row["name"],
+        hardware_id=row["hardware_id"] or None,
+        key_type=KeyType(row["key_type"]),
+        metadata=row["metadata"],
+    )
     try:
-        registration = register_device(
-            RegistrationRequest(
-                name=row["name"],
-                hardware_id=row["hardware_id"] or None,
-                key_type=KeyType(row["key_type"]),
-                metadata=row["metadata"],
-            ),
-            actor=job.created_by,
-            address=job.address,
-        )
+        if row.get(DELIVERY) == vocabulary.DELIVERY_EST:
+            awaiting = register_for_enrollment(wanted, actor=job.created_by, address=job.address)
+        else:
+            registration = register_device(wanted, actor=job.created_by, address=job.address)
     except ServiceError as error:
         outcome.update(status="error", error=error.message)
         return outcome
     except Exception:
         logger.exception("bulk registration %s: line %s failed", job.pk, row["line"])
         outcome.update(status="error", error="An unexpected error stopped this row; see the server log.")
+        return outcome
+    if row.get(DELIVERY) == vocabulary.DELIVERY_EST:
+        outcome.update(
+            device_id=str(awaiting.device.id),
+            status=awaiting.device.status,
+            enrollment_code=awaiting.enrollment_code,
+            enrollment_code_expires_at=awaiting.enrollment_code_expires_at.isoformat(),
+        )
         return outcome
     outcome.update(
         device_id=str(registration.device.id),

@@ -11,6 +11,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from broker.models import BrokerSync
 from devices.models import Device, DeviceStatus
+from devices.renewal import renewal_due_devices
 from kernel.errors import ServiceError
 from pki.crl import crl_refresh_due, current_crl_record, read_published_crl
 from pki.keystore import get_ca
@@ -56,9 +57,13 @@ class Dashboard:
     recent: list[AuditEvent]
     alerts: list[ExpiryAlert]
     ca_expires: dt.datetime | None = None
+    #: Active devices inside their renewal window that have not renewed (the first few, and how many).
+    renewal_due: list[Device] = field(default_factory=list)
+    renewal_due_total: int = 0
     notes: list[str] = field(default_factory=list)
 
 
+RENEWAL_DUE_SHOWN = 10
 CHART_HEIGHT = 100
 BAR_WIDTH = 40
 BAR_GAP = 16
@@ -128,6 +133,7 @@ def build(now: dt.datetime | None = None) -> Dashboard:
             ca_expires = ca_not_after
     except ServiceError:
         pass
+    due = renewal_due_devices(now)
     return Dashboard(
         counts=counts,
         total=sum(counts.values()),
@@ -139,4 +145,6 @@ def build(now: dt.datetime | None = None) -> Dashboard:
         recent=list(AuditEvent.objects.select_related("actor")[:10]),
         alerts=list(ExpiryAlert.objects.order_by("-sent_at")[:5]),
         ca_expires=ca_expires,
+        renewal_due=list(Device.objects.filter(pk__in=due[:RENEWAL_DUE_SHOWN]).order_by("name")),
+        renewal_due_total=len(due),
     )

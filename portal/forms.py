@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from onboard_cli import text_rules
+from onboard_cli import text_rules, vocabulary
 from pki.csr import MAX_CSR_BYTES
 from pki.profiles import KeyType, RevocationReason
 
@@ -106,6 +106,12 @@ class CSRFields(forms.Form):
         return cleaned
 
 
+DELIVERY_CHOICES = [
+    (vocabulary.DELIVERY_ZIP, "Encrypted ZIP behind a one-time download link"),
+    (vocabulary.DELIVERY_EST, "EST enrolment: the device enrols itself with a one-time code"),
+]
+
+
 class RegisterForm(CSRFields):
     # strip=False: Django's strip would cut a line break or U+2028 off the ends unseen; the
     # shared rule refuses them instead (only plain spaces are dropped).
@@ -130,7 +136,15 @@ class RegisterForm(CSRFields):
         widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
         help_text="One key=value per line, for example site=Lyon.",
     )
-    field_order = ["name", "hardware_id", "key_type", "csr", "csr_file", "metadata"]
+    delivery = forms.ChoiceField(
+        label="Credentials",
+        choices=DELIVERY_CHOICES,
+        initial=vocabulary.DELIVERY_ZIP,
+        required=False,  # a form sent without it (a script, an older page) asks for the ZIP
+        help_text="EST: the device makes its own key and enrols itself with a one-time code "
+        "(no ZIP; key type and CSR are not used).",
+    )
+    field_order = ["name", "hardware_id", "delivery", "key_type", "csr", "csr_file", "metadata"]
 
     def clean_name(self) -> str:
         return one_line(self.cleaned_data["name"], "The name")
@@ -141,6 +155,9 @@ class RegisterForm(CSRFields):
 
     def clean_metadata(self) -> dict[str, str]:
         return parse_metadata(str(self.cleaned_data.get("metadata") or ""))
+
+    def clean_delivery(self) -> str:
+        return str(self.cleaned_data.get("delivery") or vocabulary.DELIVERY_ZIP)
 
 
 def parse_metadata(text: str) -> dict[str, str]:

@@ -37,6 +37,8 @@ class Credential:
     password: str
     expires_at: str
     note: str = ""
+    # EST delivery: the one-time enrolment code instead of a link and a password.
+    enrollment_code: str = ""
 
 
 def _bound(reveal_id: str) -> str:

@@ -17,6 +17,7 @@ urlpatterns = [
     path("devices/<uuid:device_id>/reissue/", devices.reissue, name="reissue"),
     path("devices/<uuid:device_id>/link/", devices.new_link, name="new-link"),
     path("devices/<uuid:device_id>/retry/", devices.retry, name="retry"),
+    path("devices/<uuid:device_id>/request-renewal/", devices.request_renewal, name="request-renewal"),
     path("credentials/<str:reveal_id>/", devices.show_credentials, name="reveal"),
     path("bulk/", bulk.upload, name="bulk-upload"),
     path("bulk/<uuid:job_id>/", bulk.job_page, name="bulk-job"),

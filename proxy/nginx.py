@@ -92,6 +92,25 @@ def validate(settings: ProxySettings) -> None:
         raise InvalidProxySetting(f"--user {settings.user!r} is not a user name.")
 
 
+def _proxied(settings: ProxySettings) -> str:
+    """The directives of every location that passes requests on to the portal."""
+    return f"""\
+            proxy_pass http://portal;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            # Appends the peer's address: TRUSTED_PROXY_COUNT=1 makes the portal take that hop.
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            # Set here, whatever the client sent under these names (see proxy.client_cert).
+            proxy_set_header {CLIENT_CERT_HEADER} $ssl_client_escaped_cert;
+            proxy_set_header {CLIENT_VERIFY_HEADER} $ssl_client_verify;
+            proxy_set_header {PROXY_SECRET_HEADER} "{settings.secret}";
+            proxy_connect_timeout 10s;
+            proxy_read_timeout {UPSTREAM_TIMEOUT_SECONDS}s;
+            proxy_send_timeout {UPSTREAM_TIMEOUT_SECONDS}s;"""
+
+
 def render_nginx_conf(settings: ProxySettings) -> str:
     """The whole nginx.conf: `nginx -c FILE` runs it as root or as an ordinary user."""
     validate(settings)
@@ -99,6 +118,7 @@ def render_nginx_conf(settings: ProxySettings) -> str:
     error_log = "stderr" if settings.log_to_stderr else f"{run}/error.log"
     servers = "\n".join(f"        server {upstream};" for upstream in settings.upstreams)
     user = f"user {settings.user};\n" if settings.user else ""
+    proxied = _proxied(settings)
     return f"""\
 # Written by `manage.py proxy_config`; run with `nginx -c <this file>` (add -g 'daemon off;' under
 # a supervisor). It holds the proxy secret: keep it 0600, readable only by the user that starts nginx.
@@ -154,21 +174,19 @@ http {{
         ssl_verify_client optional_no_ca;
         ssl_verify_depth {CLIENT_VERIFY_DEPTH};
 
+        # A client certificate nginx cannot accept at all (expired, not yet valid, bad signature;
+        # optional_no_ca forgives only an unknown issuer) would end in nginx's own 400 "SSL
+        # certificate error". It goes to the portal instead, with the verdict FAILED:<reason>: a
+        # factory certificate refused by the portal is answered and audited as EST says (401),
+        # and nothing believes a certificate that nginx did not verify (proxy.client_cert).
+        error_page 495 = @portal;
+
         location / {{
-            proxy_pass http://portal;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            # Appends the peer's address: TRUSTED_PROXY_COUNT=1 makes the portal take that hop.
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            # Set here, whatever the client sent under these names (see proxy.client_cert).
-            proxy_set_header {CLIENT_CERT_HEADER} $ssl_client_escaped_cert;
-            proxy_set_header {CLIENT_VERIFY_HEADER} $ssl_client_verify;
-            proxy_set_header {PROXY_SECRET_HEADER} "{settings.secret}";
-            proxy_connect_timeout 10s;
-            proxy_read_timeout {UPSTREAM_TIMEOUT_SECONDS}s;
-            proxy_send_timeout {UPSTREAM_TIMEOUT_SECONDS}s;
+{proxied}
+        }}
+
+        location @portal {{
+{proxied}
         }}
     }}
 }}

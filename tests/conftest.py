@@ -4,7 +4,7 @@ Mosquitto, and a real browser (Debian's chromium) on the live server."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ def make_user(db):
     from django.contrib.auth.models import Group, User
 
     def make(username: str, role: str | None = None) -> User:
-        from tests.portal_support import restore_roles
+        from tests.support.portal import restore_roles
 
         user = User.objects.create_user(username=username, password="a-long-test-password")
         if role:
@@ -110,13 +110,70 @@ def operator_api(ca, token_client):
     return token_client("Operators")
 
 
+@pytest.fixture
+def superuser_api(ca: CertificateAuthority) -> Any:
+    """A superuser's token client: transactional tests flush the role groups the migrations made."""
+    from django.contrib.auth.models import User
+    from rest_framework.test import APIClient
+
+    from accounts.services import create_api_token
+
+    user = User.objects.create_superuser("provisioner", password="a-long-test-password")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {create_api_token(user).value}")
+    return client
+
+
+def _point_app(broker_url: str, eager: bool) -> None:
+    from onboarding.celery import app
+
+    app.conf.broker_url = broker_url
+    app.conf.task_always_eager = eager
+    # Connections are pooled per app: drop them so the next message uses the new URL.
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def use_queue(settings: Any, broker_files: None) -> Iterator[Callable[[str], None]]:
+    """Make this process a web process with workers: tasks go to a real Redis."""
+    from onboarding.celery import app
+
+    saved = (app.conf.broker_url, app.conf.task_always_eager)
+
+    def use(url: str) -> None:
+        settings.CELERY_TASK_ALWAYS_EAGER = False
+        settings.CELERY_BROKER_URL = url
+        _point_app(url, eager=False)
+
+    yield use
+    _point_app(*saved)
+
+
+# --- Portal clients, signed in with both factors ---
+
+
+@pytest.fixture
+def operator(ca: CertificateAuthority, make_user: Any, verified_login: Any) -> Any:
+    from tests.support.portal import signed_in
+
+    return signed_in(make_user, verified_login, "Operators", "olga")
+
+
+@pytest.fixture
+def auditor(ca: CertificateAuthority, make_user: Any, verified_login: Any) -> Any:
+    from tests.support.portal import signed_in
+
+    return signed_in(make_user, verified_login, "Auditors", "arthur")
+
+
 # --- A real Mosquitto started with the configuration `mosquitto_config` generates ---
 
 
 @pytest.fixture(params=["mosquitto_acl", "mosquitto_dynsec"])
 def mosquitto(request, ca, settings, tmp_path):
     """Both backends run every broker test (a test may narrow this with indirect parametrize)."""
-    from tests.mosquitto import configured_broker, stop_mosquitto
+    from tests.support.mosquitto import configured_broker, stop_mosquitto
 
     broker = configured_broker(settings, tmp_path, request.param)
     yield broker
@@ -187,7 +244,7 @@ def _launched(sync_playwright: Any) -> Iterator[Any]:
 def portal(live_server: Any, session_ca_root: Path, settings: Any, broker_files: None) -> Iterator[str]:
     """The live server's URL, with the session CA and the role groups (a transactional
     test's flush removes them)."""
-    from tests.portal_support import restore_roles
+    from tests.support.portal import restore_roles
 
     settings.CA_ROOT_PATH = session_ca_root
     settings.PORTAL_URL = live_server.url

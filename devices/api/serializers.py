@@ -122,6 +122,7 @@ class DeviceSerializer(serializers.ModelSerializer[Device]):
             "metadata",
             "failure_reason",
             "revocation_enforced_at",
+            "renewal_requested_at",
             "created_by",
             "created_at",
             "updated_at",
@@ -272,15 +273,9 @@ class RegisterRequestSerializer(serializers.Serializer[Any]):
         choices=list(vocabulary.DELIVERIES),
         required=False,
         help_text="zip (default): the server signs now and answers a one-time ZIP link; est: the device "
-        "enrols itself over EST (/.well-known/est/simpleenroll) with the enrolment code in the answer",
+        "enrols itself over EST (/.well-known/est/simpleenroll) with the enrolment code in the answer, "
+        "and brings its own key then (csr and key_type are not used)",
     )
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if attrs.get("delivery") == vocabulary.DELIVERY_EST and attrs.get("csr"):
-            raise serializers.ValidationError(
-                {"csr": "A device with EST delivery sends its CSR when it enrols, not here."}, code="invalid"
-            )
-        return attrs
 
     def validate_metadata(self, value: dict[str, Any]) -> dict[str, Any]:
         if len(json.dumps(value)) > MAX_METADATA_BYTES:

@@ -36,6 +36,7 @@ from devices.lifecycle import delete_device, get_device, issue_new_bundle, reiss
 from devices.models import Device
 from devices.provisioning import retry_provisioning
 from devices.registration import Registration, RegistrationRequest, register_device
+from devices.renewal import request_renewal
 from enrollment.enroll import register_for_enrollment
 from kernel.addresses import client_address
 from kernel.tasks import TaskQueueUnavailable
@@ -122,6 +123,7 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
         "bundle": roles.REISSUE,
         "destroy": roles.REVOKE,
         "retry": roles.REGISTER,
+        "request_renewal": roles.REISSUE,
     }
     filter_backends = [DjangoFilterBackend, StrictOrderingFilter]
     filterset_class = DeviceFilter
@@ -264,6 +266,19 @@ class DeviceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Device]):
     def bundle(self, request: Request, pk: str) -> Response:
         bundle = issue_new_bundle(self.get_object(), actor=request.user, address=client_address(request))
         return Response(BundleSerializer(bundle).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Let a device renew now (EST simplereenroll)",
+        parameters=[DEVICE_ID],
+        description="The device may renew its certificate before its renewal window opens "
+        "(RENEWAL_WINDOW_PERCENT), for example after a CA change; its next renewal clears the request.",
+        request=None,
+        responses={200: DeviceSerializer, **error_responses(404, 409, *EVERY_CALL)},
+    )
+    @action(detail=True, methods=["post"], url_path="request-renewal")
+    def request_renewal(self, request: Request, pk: str) -> Response:
+        device = request_renewal(self.get_object(), actor=request.user, address=client_address(request))
+        return Response(device_representation(device))
 
     @extend_schema(
         summary="Provision a failed device again",

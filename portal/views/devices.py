@@ -16,7 +16,7 @@ from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import roles
 from audit.models import AuditEvent
@@ -29,8 +29,12 @@ from devices.lifecycle import get_device, issue_new_bundle, reissue_device, revo
 from devices.models import Device, DeviceStatus
 from devices.provisioning import retry_provisioning
 from devices.registration import RegistrationRequest, register_device
+from devices.renewal import renewal_opens_at
+from devices.renewal import request_renewal as allow_renewal
+from enrollment.enroll import AwaitingEnrollment, register_for_enrollment
 from kernel.addresses import client_address
 from kernel.errors import ServiceError
+from onboard_cli import vocabulary
 from pki.profiles import KeyType, RevocationReason
 from portal import dashboard as dashboard_data
 from portal import reveal, submissions
@@ -60,6 +64,25 @@ def credential_for(device: Device, bundle: IssuedBundle) -> reveal.Credential:
         password=bundle.password,
         expires_at=f"{bundle.link.expires_at:%Y-%m-%d %H:%M} UTC",
         note=PENDING_NOTE if device.status == DeviceStatus.PENDING else "",
+    )
+
+
+ENROLLMENT_NOTE = (
+    "The device enrols itself over EST (docs/est.md): HTTP Basic with its device id and this code "
+    "at /.well-known/est/simpleenroll. The code works once."
+)
+
+
+def enrollment_credential_for(awaiting: AwaitingEnrollment) -> reveal.Credential:
+    return reveal.Credential(
+        device_id=str(awaiting.device.id),
+        device_name=awaiting.device.name,
+        device_status=awaiting.device.status,
+        download_url="",
+        password="",
+        expires_at=f"{awaiting.enrollment_code_expires_at:%Y-%m-%d %H:%M} UTC",
+        note=ENROLLMENT_NOTE,
+        enrollment_code=awaiting.enrollment_code,
     )
 
 
@@ -114,9 +137,13 @@ def device_list(request: HttpRequest) -> HttpResponse:
 def device_detail(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
     device = _device_or_404(device_id)
     active = device.status == DeviceStatus.ACTIVE
+    current = device.current_certificate
     context: dict[str, Any] = {
         "device": device,
-        "certificate": device.current_certificate,
+        "certificate": current,
+        "renewal_opens_at": renewal_opens_at(current.not_before, current.not_after)
+        if active and current is not None
+        else None,
         "certificates": list(device.certificates.all()),
         "topics": default_rules(str(device.id)) if active else [],
         "extra_rules": list(AclRule.objects.filter(device=device)),
@@ -143,26 +170,28 @@ def register(request: HttpRequest) -> HttpResponse:
         if (again := _sent_again(request, "portal:device-list")) is not None:
             return again
         data = form.cleaned_data
+        wanted = RegistrationRequest(
+            name=data["name"],
+            hardware_id=data["hardware_id"],
+            csr_pem=data["csr_pem"],
+            key_type=KeyType(data["key_type"]),
+            metadata=data["metadata"],
+        )
         try:
-            registration = register_device(
-                RegistrationRequest(
-                    name=data["name"],
-                    hardware_id=data["hardware_id"],
-                    csr_pem=data["csr_pem"],
-                    key_type=KeyType(data["key_type"]),
-                    metadata=data["metadata"],
-                ),
-                actor=request.user,
-                address=client_address(request),
-            )
+            if data["delivery"] == vocabulary.DELIVERY_EST:
+                awaiting = register_for_enrollment(
+                    wanted, actor=request.user, address=client_address(request)
+                )
+                credential = enrollment_credential_for(awaiting)
+            else:
+                registration = register_device(wanted, actor=request.user, address=client_address(request))
+                credential = credential_for(registration.device, registration.bundle)
         except HardwareIdConflict as error:
             form.add_error("hardware_id", error.message)  # on the field that has to change
         except ServiceError as error:
             form.add_error(None, error.message)
         else:
-            return reveal.redirect_to_reveal(
-                request, [credential_for(registration.device, registration.bundle)], "Device registered"
-            )
+            return reveal.redirect_to_reveal(request, [credential], "Device registered")
     return render(request, "portal/register.html", {"form": form, "submission": submissions.issue(request)})
 
 
@@ -190,6 +219,20 @@ def revoke(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
     return render(
         request, "portal/revoke.html", {"device": device, "form": form, "broker_effect": revocation_effect()}
     )
+
+
+@require_POST
+@portal_view(roles.REISSUE)
+def request_renewal(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
+    """Let the device renew (EST simplereenroll) before its renewal window opens."""
+    device = _device_or_404(device_id)
+    try:
+        allow_renewal(device, actor=request.user, address=client_address(request))
+    except ServiceError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, "The device may renew its certificate now; its next renewal clears this.")
+    return redirect("portal:device-detail", device_id=device.id)
 
 
 def _actionable(request: HttpRequest, device: Device) -> HttpResponse | None:
