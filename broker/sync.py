@@ -12,6 +12,7 @@ import os
 import shlex
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -62,11 +63,40 @@ def reload_broker() -> bool:
     if path:
         try:
             pid = int(Path(path).read_text().strip())
+            _await_sighup_handler(pid)
             os.kill(pid, signal.SIGHUP)
         except (OSError, ValueError) as exc:
             raise BrokerSyncError(f"Mosquitto could not be signalled through {path}: {exc}.") from None
         return True
     return False
+
+
+def catches_sighup(pid: int) -> bool | None:
+    """Whether process `pid` has a handler for SIGHUP (Linux: the SigCgt mask of
+    /proc/PID/status); None where that cannot be read."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGHUP - 1) & 1)
+    return None
+
+
+def _await_sighup_handler(pid: int) -> None:
+    """Mosquitto opens its listeners before it installs its signal handlers; SIGHUP in between
+    takes the default action and stops the broker. So a broker still starting is given up to
+    BROKER_TIMEOUT_SECONDS to handle it, and is not signalled if it does not: the change stays
+    pending for the next sync."""
+    deadline = time.monotonic() + settings.BROKER_TIMEOUT_SECONDS
+    while catches_sighup(pid) is False:
+        if time.monotonic() > deadline:
+            raise BrokerSyncError(
+                f"Mosquitto (pid {pid}) does not handle SIGHUP yet (still starting?): not signalled, "
+                "so as not to stop it; the next sync reloads it."
+            )
+        time.sleep(0.02)
 
 
 def queue_changes(devices: Collection[str | uuid.UUID]) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,9 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from broker.address import pid_file, public_address
+from broker.errors import BrokerSyncError
 from broker.probe import probe_broker
-from broker.sync import reload_broker
+from broker.sync import catches_sighup, reload_broker
 from pki.keystore import CertificateAuthority
 from tests.support.helpers import free_port
 from tests.support.mosquitto import (
@@ -211,3 +214,43 @@ def test_the_catch_up_issues_no_canary_while_nothing_answers_at_the_broker(
         catch_up_broker()
     assert Certificate.objects.filter(purpose=CertificatePurpose.MONITOR).count() == monitors
     assert CertificateRevocationList.objects.count() == crls
+
+
+def test_a_broker_that_does_not_handle_sighup_yet_is_not_signalled(tmp_path: Path, settings: Any) -> None:
+    """Mosquitto opens its port before it installs its signal handlers, and SIGHUP in between
+    stops it. A process that does not handle SIGHUP (as a starting broker) is left alone and the
+    sync told why; one that handles it is signalled."""
+    settings.BROKER_RELOAD_COMMAND = ""
+    settings.BROKER_TIMEOUT_SECONDS = 0.5
+    settings.MOSQUITTO_PID_FILE = str(tmp_path / "mosquitto.pid")
+    starting = subprocess.Popen(["sleep", "60"])
+    handling = subprocess.Popen(
+        [sys.executable, "-c", HANDLES_SIGHUP, str(tmp_path / "reloaded")], stdout=subprocess.PIPE
+    )
+    try:
+        assert handling.stdout is not None and handling.stdout.readline() == b"ready\n"
+        Path(settings.MOSQUITTO_PID_FILE).write_text(f"{starting.pid}\n")
+        assert catches_sighup(starting.pid) is False
+        with pytest.raises(BrokerSyncError, match="does not handle SIGHUP yet"):
+            reload_broker()
+        assert starting.poll() is None  # not stopped
+        Path(settings.MOSQUITTO_PID_FILE).write_text(f"{handling.pid}\n")
+        assert catches_sighup(handling.pid) is True
+        assert reload_broker() is True
+        assert handling.wait(timeout=10) == 0
+        assert (tmp_path / "reloaded").exists()
+    finally:
+        for process in (starting, handling):
+            process.kill()
+            process.wait()
+
+
+HANDLES_SIGHUP = """
+import pathlib, signal, sys, time
+def reloaded(number, frame):
+    pathlib.Path(sys.argv[1]).touch()
+    sys.exit(0)
+signal.signal(signal.SIGHUP, reloaded)
+print("ready", flush=True)
+time.sleep(60)
+"""

@@ -62,13 +62,7 @@ class Front:
 
 @pytest.fixture
 def broker(ca: CertificateAuthority, settings: Any, tmp_path: Path) -> Iterator[Broker]:
-    try:
-        started = configured_broker(settings, tmp_path)
-    except RuntimeError:
-        # Seen on a loaded machine: the broker's log ends at "Opening ipv4 listen socket" and it
-        # is gone, as if the first reload signal (SIGHUP) came before it handled signals.
-        # Once more, in a directory of its own; a second failure is a real one.
-        started = configured_broker(settings, tmp_path / "again")
+    started = configured_broker(settings, tmp_path)
     try:
         yield started
     finally:
