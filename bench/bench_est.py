@@ -16,7 +16,8 @@ Each round, in turn, so that the shared machine's drift falls on all three alike
 (b) CSR registration over HTTP, `POST /api/v1/devices/` with a CSR (which also builds the
     encrypted ZIP), `--registrations` of them;
 (c) `POST /.well-known/est/simpleenroll`, `--enrolments` of them, each with its device's code
-    (HTTP Basic) and a base64 DER CSR; every one must answer 200 with a PKCS#7.
+    (HTTP Basic) and a base64 DER CSR; the rates count the 200 answers (failures are printed;
+    over 5 % of them stops the run), and one answer is read as a PKCS#7 before the rounds.
 Targets: enrolments/s >= 0.5x the ceiling, and >= 3x the registrations/s. The cores each process
 tree kept busy in (b) and (c) (bench.cpu) say what limits the rates. Figures are the median of
 the rounds, with the range. Run: `.venv/bin/python -m bench.bench_est [--enrolments 200]`.
@@ -47,6 +48,9 @@ ENROLL_PATH = "/.well-known/est/simpleenroll"
 REGISTER_PATH = "/api/v1/devices/"
 CEILING_RATIO_TARGET = 0.5
 REGISTRATION_RATIO_TARGET = 3.0
+#: A larger share of failed answers means something is broken: no figure then. Below it, the
+#: failures are printed and counted (nginx has answered the odd 502 under this load).
+MAX_FAILED_SHARE = 0.05
 #: Requests of each kind sent before the rounds: both workers load the CA, the linter, the code.
 WARM_UP = 16
 
@@ -163,8 +167,11 @@ def measured(
     sent = send_all(front.url, requests, concurrency=concurrency, verify=front.tls_context())
     cores = cpu.cores_used(groups, before, cpu.snapshot(), time.perf_counter() - started)
     if sent.result.errors:
-        failed = f"{sent.result.errors} of {len(requests)} failed"
-        raise RuntimeError(f"{label}: {failed}; the first: {sent.first_error}")
+        first = " ".join((sent.first_error or "").split())[:200]
+        failed = f"{label}: {sent.result.errors} of {len(requests)} answers failed; the first: {first}"
+        if sent.result.errors > MAX_FAILED_SHARE * len(requests):
+            raise RuntimeError(failed)
+        print(f"  {failed} (the rates count only the answers that succeeded)")
     return sent.result, cores
 
 
@@ -279,6 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     # Cores that processes outside the benchmark took while it enrolled: on a shared machine, the
     # rates above are what was left to the portal.
     others = spread([row["enrolment"]["cores"]["other"] for row in rounds])
+    failed = sum(row[kind]["errors"] for row in rounds for kind in ("enrolment", "registration"))
     result = {
         "database": database_label(),
         "concurrency": args.concurrency,
@@ -292,6 +300,7 @@ def main(argv: list[str] | None = None) -> None:
         "enrolment_gunicorn_cpu_ms": enrolment_cpu,
         "registration_gunicorn_cpu_ms": registration_cpu,
         "other_processes_cores": others,
+        "failed_answers": failed,
         "rounds": rounds,
     }
 
@@ -315,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{verdict(to_registration['median'] >= REGISTRATION_RATIO_TARGET)}); "
         f"gunicorn CPU per enrolment {ranged(enrolment_cpu, '.1f')} ms, per registration "
         f"{ranged(registration_cpu, '.1f')} ms; other processes on the machine took "
-        f"{ranged(others, '.2f')} of its {os.cpu_count()} cores",
+        f"{ranged(others, '.2f')} of its {os.cpu_count()} cores; failed answers: {failed}",
     )
 
 
