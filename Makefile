@@ -9,7 +9,7 @@ PORTAL_URL ?= http://127.0.0.1:$(PORT)
 # make run is development: generated secrets in DATA_DIR, SQLite, tasks in-process.
 RUN_ENV := DEBUG=true PORTAL_URL=$(PORTAL_URL)
 
-.PHONY: run test test-postgres lint bench clean
+.PHONY: run test test-postgres lint bench bench-est clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,13 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.bench_enforcement
 	$(BIN)/python -m bench.bench_http
 	$(BIN)/python -m bench.bench_bulk --devices $(BULK_DEVICES)
+
+# EST enrolment through nginx (proxy_config) and gunicorn on PostgreSQL (a throw-away database on
+# BENCH_DATABASE_URL, default the local server), against the crypto ceiling and CSR registration
+# of the same run; about 2 minutes. EST_ENROLMENTS=1000 for a longer run (per round, 3 rounds).
+EST_ENROLMENTS ?= 200
+bench-est: $(VENV)/.dev-installed
+	$(BIN)/python -m bench.bench_est --enrolments $(EST_ENROLMENTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -4,7 +4,8 @@ wrk (C, from Debian: `apt-get install wrk`) costs the 2-core machine far less CP
 than any Python client, so it is preferred; without it the httpx loop runs instead, and the
 figures say which one made them (the Python client takes CPU from the server it measures, so
 its req/s are a lower bound). Each of `concurrency` clients sends its next request as soon as
-the previous answer arrives; requests cycle through the given (path, body) items.
+the previous answer arrives; requests cycle through the given (path, body) items. `send_all`
+sends a fixed list of requests once each instead (httpx, over TLS if need be).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import ssl
 import statistics
 import subprocess
 import tempfile
@@ -173,9 +175,13 @@ async def _run_httpx(
 
         await asyncio.gather(*(one_client() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
+    return _summary("httpx", concurrency, latencies, errors, elapsed)
+
+
+def _summary(tool: str, concurrency: int, latencies: list[float], errors: int, elapsed: float) -> LoadResult:
     ordered = sorted(latencies) or [0.0]
     return LoadResult(
-        tool="httpx",
+        tool=tool,
         concurrency=concurrency,
         requests=len(latencies),
         errors=errors,
@@ -184,3 +190,62 @@ async def _run_httpx(
         p99_ms=ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))] * 1000,
         mean_ms=statistics.fmean(ordered) * 1000,
     )
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request of a fixed list (`send_all`): each is sent once."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class SentAll:
+    result: LoadResult
+    #: The first answer that was not 2xx (status and the start of its body), for the report.
+    first_error: str | None = None
+
+
+def send_all(
+    base_url: str, requests: list[Request], *, concurrency: int, verify: ssl.SSLContext | bool = True
+) -> SentAll:
+    """Send every request once, `concurrency` clients each sending its next as soon as its
+    previous answer arrives (asyncio httpx, keep-alive; `verify` pins the server's CA over TLS).
+    For requests that can be made only once, such as one-time enrolment codes; the run lasts as
+    long as the list does."""
+    return asyncio.run(_send_all(base_url, requests, concurrency=concurrency, verify=verify))
+
+
+async def _send_all(
+    base_url: str, requests: list[Request], *, concurrency: int, verify: ssl.SSLContext | bool
+) -> SentAll:
+    pending = iter(requests)
+    latencies: list[float] = []
+    errors = 0
+    first_error: str | None = None
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60, verify=verify) as client:
+        started = time.perf_counter()
+
+        async def one_client() -> None:
+            nonlocal errors, first_error
+            for request in pending:
+                sent = time.perf_counter()
+                try:
+                    answer = await client.request(
+                        request.method, request.path, headers=request.headers, content=request.body
+                    )
+                    if not 200 <= answer.status_code < 300:
+                        errors += 1
+                        first_error = first_error or f"{answer.status_code} {answer.text[:300]}"
+                except httpx.HTTPError as exc:
+                    errors += 1
+                    first_error = first_error or repr(exc)
+                latencies.append(time.perf_counter() - sent)
+
+        await asyncio.gather(*(one_client() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return SentAll(_summary("httpx", concurrency, latencies, errors, elapsed), first_error)

@@ -10,6 +10,10 @@ with 4 threads each. Two processes use the two cores; the threads let a worker o
 request's waits (SQLite's commit, the bundle's fsync, a client that reads slowly) with another
 request's work, and they keep connections alive, so the load generator measures requests, not
 TCP handshakes. The sync class would close the connection after every response.
+
+`tls_front` puts Debian's nginx in front of it, configured by `manage.py proxy_config` (TLS on
+127.0.0.1 with a server certificate from the portal's CA, which clients pin), as EST devices and
+the compose stack reach the portal.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -34,6 +39,7 @@ API_USER = "bench-integrator"
 WORKERS = 2
 THREADS = 4
 READY_TIMEOUT_SECONDS = 60.0
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"  # Debian's, in /usr/sbin
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,8 @@ class ServedPortal:
     data_dir: Path
     workers: int
     threads: int
+    #: gunicorn's master; its workers are its children
+    pid: int
 
     def client(self, timeout: float = 60.0) -> httpx.Client:
         return httpx.Client(
@@ -120,7 +128,9 @@ def served_portal(workers: int = WORKERS, threads: int = THREADS) -> Iterator[Se
         process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log_file, stderr=log_file)
     try:
         _wait_until_ready(url, token, process, log)
-        yield ServedPortal(url=url, token=token, data_dir=data_dir, workers=workers, threads=threads)
+        yield ServedPortal(
+            url=url, token=token, data_dir=data_dir, workers=workers, threads=threads, pid=process.pid
+        )
     finally:
         process.terminate()
         try:
@@ -129,3 +139,69 @@ def served_portal(workers: int = WORKERS, threads: int = THREADS) -> Iterator[Se
             process.kill()
             process.wait()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class TLSFront:
+    """Debian's nginx in front of a served portal, configured by `manage.py proxy_config`."""
+
+    url: str
+    #: the portal's CA certificate, which clients pin
+    ca_file: Path
+    #: nginx's master; its workers are its children
+    pid: int
+
+    def tls_context(self) -> ssl.SSLContext:
+        """Trust the portal's CA only, as a device that pins it does."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+
+def _wait_for_front(url: str, context: ssl.SSLContext, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"nginx exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/.well-known/est/cacerts", verify=context, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(
+        f"nginx did not answer within {READY_TIMEOUT_SECONDS:.0f} s:\n{log.read_text()[-3000:]}"
+    )
+
+
+@contextmanager
+def tls_front(portal: ServedPortal) -> Iterator[TLSFront]:
+    """nginx with the configuration `proxy_config` writes (server certificate from the portal's
+    CA for 127.0.0.1, TLS, optional client certificates), in front of `portal`'s gunicorn; its
+    files go with the portal's DATA_DIR. The portal needs PROXY_SECRET in its environment."""
+    from django.core.management import call_command
+
+    from pki.keystore import keystore
+
+    port = free_port()
+    out = portal.data_dir / "proxy"
+    call_command(
+        "proxy_config", "--out", str(out), "--listen", f"127.0.0.1:{port}",
+        "--upstream", portal.url.removeprefix("http://"), "--hostname", "127.0.0.1",
+        stdout=open(os.devnull, "w"),  # noqa: SIM115
+    )  # fmt: skip
+    url = f"https://127.0.0.1:{port}"
+    log = portal.data_dir / "nginx.log"
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            [NGINX, "-c", str(out / "nginx.conf"), "-g", "daemon off;"], stdout=log_file, stderr=log_file
+        )
+    front = TLSFront(url=url, ca_file=keystore().certificate_path, pid=process.pid)
+    try:
+        _wait_for_front(url, front.tls_context(), process, log)
+        yield front
+    finally:
+        process.terminate()  # nginx's fast shutdown: the master stops its workers
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
