@@ -35,6 +35,17 @@ def get_device(device_id: str | uuid.UUID) -> Device:
         raise DeviceNotFound(f"No device has the id {key}.") from None
 
 
+def lock_in_status(device: Device, status: DeviceStatus, refusal: str) -> Device:
+    """The device's row, locked until the surrounding transaction ends, or InvalidDeviceState if it
+    is not in `status`; `refusal` ends the sentence ("only failed devices can be retried")."""
+    locked = Device.objects.select_for_update().get(pk=device.pk)
+    if locked.status != status:
+        raise InvalidDeviceState(
+            f"Device {locked.id} is {locked.status}; {refusal}.", device_id=str(locked.id)
+        )
+    return locked
+
+
 def revoke_device(
     device: Device,
     reason: RevocationReason = RevocationReason.UNSPECIFIED,

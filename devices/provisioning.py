@@ -12,8 +12,7 @@ from django.db import DatabaseError, transaction
 
 from broker.dispatch import grants_on_register, tell_broker
 from devices.delivery import BundleSecrets, IssuedBundle, open_link, withdraw_links
-from devices.errors import InvalidDeviceState
-from devices.lifecycle import get_device
+from devices.lifecycle import get_device, lock_in_status
 from devices.models import Device, DeviceStatus, DownloadLink
 from devices.registration import (
     SEAL_PURPOSE,
@@ -93,12 +92,7 @@ def retry_provisioning(device: Device, *, actor: Actor = None, address: str | No
     """Try a failed device again, with a new bundle password and link (the old ones are void)."""
     bundle_secrets = BundleSecrets.new()
     with transaction.atomic():
-        locked = Device.objects.select_for_update().get(pk=device.pk)
-        if locked.status != DeviceStatus.FAILED:
-            raise InvalidDeviceState(
-                f"Device {locked.id} is {locked.status}; only failed devices can be retried.",
-                device_id=str(locked.id),
-            )
+        locked = lock_in_status(device, DeviceStatus.FAILED, "only failed devices can be retried")
         failed_because = locked.failure_reason
         locked.mark_pending()
         link = open_link(locked, bundle_secrets.token, actor=user_or_none(actor))

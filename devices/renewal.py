@@ -26,10 +26,10 @@ from broker.dispatch import queue_changes, tell_broker
 from devices.errors import (
     ClientCertificateNotCurrent,
     ClientCertificateUnknown,
-    InvalidDeviceState,
     RenewalNotDue,
     RenewalRefused,
 )
+from devices.lifecycle import lock_in_status
 from devices.models import Device, DeviceStatus
 from kernel.locks import exclusive_lock
 from pki.crl import CRL_LOCK
@@ -179,12 +179,7 @@ def request_renewal(device: Device, *, actor: Any = None, address: str | None = 
     """An operator lets an active device renew before its window opens (after a CA change, a
     suspected key leak); its next renewal clears the request."""
     with transaction.atomic():
-        locked = Device.objects.select_for_update().get(pk=device.pk)
-        if locked.status != DeviceStatus.ACTIVE:
-            raise InvalidDeviceState(
-                f"Device {locked.id} is {locked.status}; only active devices can renew.",
-                device_id=str(locked.id),
-            )
+        locked = lock_in_status(device, DeviceStatus.ACTIVE, "only active devices can renew")
         locked.request_renewal(actor=actor, address=address)
     return Device.objects.get_with_current_certificate(device.pk)
 

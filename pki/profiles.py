@@ -121,6 +121,28 @@ class RevocationReason(enum.StrEnum):
 SIGNATURE_HASH = hashes.SHA256()
 
 
+def key_usage(
+    *,
+    digital_signature: bool = False,
+    key_encipherment: bool = False,
+    key_cert_sign: bool = False,
+    crl_sign: bool = False,
+) -> x509.KeyUsage:
+    """A keyUsage extension (RFC 5280 4.2.1.3) with only the named bits set; the others, which no
+    certificate here needs, are always clear."""
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=key_encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=key_cert_sign,
+        crl_sign=crl_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def build_ca_certificate(
     private_key: PrivateKey, *, common_name: str, not_before: dt.datetime, not_after: dt.datetime, serial: int
 ) -> x509.Certificate:
@@ -138,20 +160,7 @@ def build_ca_certificate(
         # RFC 5280 4.2.1.9: CA:TRUE, critical; no pathLen limit is needed for a root
         # that signs only end entities, but 0 states it.
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(key_usage(key_cert_sign=True, crl_sign=True), critical=True)
         .add_extension(ski, critical=False)
         # RFC 5280 4.2.1.1: AKI may be omitted in self-signed certificates, but stating it
         # lets chain builders match the issuer without trying every key.
@@ -201,18 +210,8 @@ def end_entity_builder(request: CertificateRequest, issuer: x509.Certificate) ->
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                # TLS 1.2 RSA key transport needs keyEncipherment; EC keys never encipher.
-                key_encipherment=is_rsa,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            # TLS 1.2 RSA key transport needs keyEncipherment; EC keys never encipher.
+            key_usage(digital_signature=True, key_encipherment=is_rsa),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage(list(request.profile.extended_key_usage)), critical=False)

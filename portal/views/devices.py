@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from auditlog.models import LogEntry
@@ -94,6 +95,30 @@ def _sent_again(request: HttpRequest, then: str, **kwargs: Any) -> HttpResponse 
     messages.warning(request, "This form was already sent once; its credentials were shown then.")
     response: HttpResponse = redirect(then, **kwargs)
     return response
+
+
+def _confirm_and_reveal(
+    request: HttpRequest,
+    device: Device,
+    make: Callable[[], reveal.Credential],
+    title: str,
+    template: str,
+    **context: Any,
+) -> HttpResponse:
+    """A confirmation page whose POST makes a credential (`make`) and shows it once: sent again,
+    back to the device; refused by the service, the page again with the sentence."""
+    error = ""
+    if request.method == "POST":
+        if (again := _sent_again(request, "portal:device-detail", device_id=device.id)) is not None:
+            return again
+        try:
+            credential = make()
+        except ServiceError as failure:
+            error = failure.message
+        else:
+            return reveal.redirect_to_reveal(request, [credential], title)
+    context = {**context, "device": device, "submission": submissions.issue(request), "error": error}
+    return render(request, template, context)
 
 
 @require_GET
@@ -284,24 +309,19 @@ def new_link(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
     refused = _actionable(request, device)
     if refused is not None:
         return refused
-    error = ""
-    if request.method == "POST":
-        if (again := _sent_again(request, "portal:device-detail", device_id=device.id)) is not None:
-            return again
-        try:
-            bundle = issue_new_bundle(device, actor=request.user, address=client_address(request))
-        except ServiceError as failure:
-            error = failure.message
-        else:
-            fresh = _device_or_404(device.id)
-            return reveal.redirect_to_reveal(request, [credential_for(fresh, bundle)], "New download link")
-    context = {
-        "device": device,
-        "certificate": device.current_certificate,
-        "submission": submissions.issue(request),
-        "error": error,
-    }
-    return render(request, "portal/new_link.html", context)
+
+    def new_bundle() -> reveal.Credential:
+        bundle = issue_new_bundle(device, actor=request.user, address=client_address(request))
+        return credential_for(_device_or_404(device.id), bundle)
+
+    return _confirm_and_reveal(
+        request,
+        device,
+        new_bundle,
+        "New download link",
+        "portal/new_link.html",
+        certificate=device.current_certificate,
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -312,19 +332,12 @@ def retry(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
     if device.status != DeviceStatus.FAILED:
         messages.error(request, f"This device is {device.get_status_display().lower()}: nothing to retry.")
         return redirect("portal:device-detail", device_id=device.id)
-    error = ""
-    if request.method == "POST":
-        if (again := _sent_again(request, "portal:device-detail", device_id=device.id)) is not None:
-            return again
-        try:
-            registration = retry_provisioning(device, actor=request.user, address=client_address(request))
-        except ServiceError as failure:
-            error = failure.message
-        else:
-            credential = credential_for(registration.device, registration.bundle)
-            return reveal.redirect_to_reveal(request, [credential], "Provisioning again")
-    context = {"device": device, "submission": submissions.issue(request), "error": error}
-    return render(request, "portal/retry.html", context)
+
+    def provision_again() -> reveal.Credential:
+        registration = retry_provisioning(device, actor=request.user, address=client_address(request))
+        return credential_for(registration.device, registration.bundle)
+
+    return _confirm_and_reveal(request, device, provision_again, "Provisioning again", "portal/retry.html")
 
 
 @require_GET

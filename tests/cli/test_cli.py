@@ -16,7 +16,6 @@ import pyzipper
 
 from devices.models import Device
 from onboard_cli.main import main
-from pki.keystore import forget_loaded_ca
 from tests.support.helpers import make_csr, openssl_csr
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,24 +33,17 @@ class Portal:
 
 
 @pytest.fixture
-def portal(live_server: Any, session_ca_root: Path, settings: Any, tmp_path: Path) -> Any:
+def portal(portal: str) -> Portal:
+    """The live portal (conftest's `portal`: session CA, this test's broker files) with the broker
+    files written, and an API token of a superuser (the roles are tested in test_api_permissions)."""
     from django.contrib.auth.models import User
 
     from accounts.services import create_api_token
     from broker.sync import sync_broker
 
-    settings.CA_ROOT_PATH = session_ca_root
-    settings.PORTAL_URL = live_server.url
-    settings.BROKER_ACL_FILE = tmp_path / "mosquitto.acl"
-    settings.BROKER_CRL_FILE = tmp_path / "mosquitto-crl.pem"
-    settings.BROKER_PROBE_DIR = tmp_path / "probe"
-    forget_loaded_ca()
     sync_broker()
-    # The role groups come from a data migration, which a transactional test's flush removes;
-    # a superuser stands in (the roles themselves are tested in test_api_permissions).
     user = User.objects.create_superuser("factory", password="a-long-test-password")
-    yield Portal(url=live_server.url, token=create_api_token(user).value)
-    forget_loaded_ca()
+    return Portal(url=portal, token=create_api_token(user).value)
 
 
 def open_zip(path: Path, password: str) -> dict[str, bytes]:

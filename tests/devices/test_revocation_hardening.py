@@ -46,7 +46,13 @@ from tests.support.mosquitto import (
     credentials_from_answer,
     stop_mosquitto,
 )
-from tests.support.workers import REDIS_URL, celery_worker, gunicorn_server, worker_environment
+from tests.support.workers import (
+    REDIS_URL,
+    celery_worker,
+    gunicorn_server,
+    live_broker_environment,
+    worker_environment,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -306,12 +312,7 @@ def broker_environment(settings: Any, broker: Broker, broker_url: str) -> dict[s
     return worker_environment(
         broker_url=broker_url,
         DATABASE_URL=subprocess_database_url(),
-        BROKER_BACKEND=settings.BROKER_BACKEND,
-        MOSQUITTO_PID_FILE=settings.MOSQUITTO_PID_FILE,
-        BROKER_PUBLIC_HOST="127.0.0.1",
-        BROKER_PUBLIC_PORT=str(broker.port),
-        BROKER_PROBE_HOST="127.0.0.1",
-        BROKER_PROBE_PORT=str(broker.port),
+        **live_broker_environment(settings, broker.port),
         ALLOWED_HOSTS="127.0.0.1",
     )
 

@@ -34,7 +34,13 @@ from enrollment.errors import (
 from enrollment.factory import check_factory_certificate, parse_ca_certificate
 from enrollment.models import EnrollmentCode, EnrollmentGroup, code_digest
 from kernel.errors import ServiceError
-from tests.support.manufacturer import NOW, make_ca, make_factory_certificate, openssl_manufacturer
+from tests.support.manufacturer import (
+    DEVICE_USAGE,
+    NOW,
+    make_ca,
+    make_factory_certificate,
+    openssl_manufacturer,
+)
 
 
 @pytest.fixture
@@ -204,29 +210,13 @@ def test_a_group_ca_must_be_a_valid_ca_certificate() -> None:
         ("Certificate:\n    Data: ...\n" + manufacturer.pem, "exactly one"),
         (pem(leaf).decode(), "not a CA certificate"),
         (make_ca(is_ca=False).pem, "not a CA certificate"),
-        (make_ca(key_usage=_signing_only()).pem, "keyUsage"),
+        (make_ca(key_usage=DEVICE_USAGE).pem, "keyUsage"),
     ):
         with pytest.raises(InvalidCACertificate, match=problem) as refused:
             parse_ca_certificate(text, NOW)
         assert (refused.value.code, refused.value.status) == ("invalid_ca_certificate", 400)
     with pytest.raises(InvalidCACertificate, match="not valid now"):
         parse_ca_certificate(manufacturer.pem, NOW + dt.timedelta(days=4000))
-
-
-def _signing_only() -> Any:
-    from cryptography import x509
-
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
 
 
 # --- Factory certificates: the pure check ---

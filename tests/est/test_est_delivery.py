@@ -390,46 +390,34 @@ def test_cli_result_row_for_an_est_answer() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_onboard_register_and_bulk_register_with_delivery_est(
-    live_server: Any, session_ca_root: Path, settings: Any, tmp_path: Path, capsys: Any
+    portal: str, tmp_path: Path, capsys: Any
 ) -> None:
     from django.contrib.auth.models import User
 
     from accounts.services import create_api_token
     from onboard_cli.main import main
-    from pki.keystore import forget_loaded_ca
 
-    settings.CA_ROOT_PATH = session_ca_root
-    settings.PORTAL_URL = live_server.url
-    settings.BROKER_ACL_FILE = tmp_path / "mosquitto.acl"
-    settings.BROKER_CRL_FILE = tmp_path / "mosquitto-crl.pem"
-    settings.BROKER_PROBE_DIR = tmp_path / "probe"
-    forget_loaded_ca()
     user = User.objects.create_superuser("factory-line", password="a-long-test-password")
-    login = ["--url", live_server.url, "--token", create_api_token(user).value]
-    try:
-        assert main([*login, "--json", "register", "--name", "cli-est", "--delivery", "est"]) == 0
-        answer = json.loads(capsys.readouterr().out)
-        assert answer["status"] == "awaiting_enrollment" and answer["enrollment_code"]
-        assert main([*login, "register", "--name", "cli-est-2", "--delivery", "est"]) == 0
-        printed = capsys.readouterr().out
-        assert "Enrol code" in printed and "awaiting_enrollment" in printed
-        assert (
-            main([*login, "register", "--name", "x", "--delivery", "est", "--out", str(tmp_path / "z")]) == 2
-        )
+    login = ["--url", portal, "--token", create_api_token(user).value]
+    assert main([*login, "--json", "register", "--name", "cli-est", "--delivery", "est"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["status"] == "awaiting_enrollment" and answer["enrollment_code"]
+    assert main([*login, "register", "--name", "cli-est-2", "--delivery", "est"]) == 0
+    printed = capsys.readouterr().out
+    assert "Enrol code" in printed and "awaiting_enrollment" in printed
+    assert main([*login, "register", "--name", "x", "--delivery", "est", "--out", str(tmp_path / "z")]) == 2
 
-        source = tmp_path / "line.csv"
-        source.write_text("name,hardware_id\nl-1,L-1\nl-2,L-2\n")
-        results = tmp_path / "results.csv"
-        assert main([*login, "bulk-register", str(source), "--delivery", "est", "--out", str(results)]) == 0
-        rows = list(csv.DictReader(results.open()))
-        assert {row["status"] for row in rows} == {"registered"}
-        for row in rows:
-            assert EnrollmentCode.objects.get(device_id=row["device_id"]).digest == code_digest(
-                row["enrollment_code"]
-            )
-            assert not row["download_url"]
-    finally:
-        forget_loaded_ca()
+    source = tmp_path / "line.csv"
+    source.write_text("name,hardware_id\nl-1,L-1\nl-2,L-2\n")
+    results = tmp_path / "results.csv"
+    assert main([*login, "bulk-register", str(source), "--delivery", "est", "--out", str(results)]) == 0
+    rows = list(csv.DictReader(results.open()))
+    assert {row["status"] for row in rows} == {"registered"}
+    for row in rows:
+        assert EnrollmentCode.objects.get(device_id=row["device_id"]).digest == code_digest(
+            row["enrollment_code"]
+        )
+        assert not row["download_url"]
 
 
 def test_an_awaiting_device_has_its_pages_and_can_be_revoked_in_the_portal(operator: Client) -> None:

@@ -11,12 +11,9 @@ tests/est/test_est_renewal.py with time-machine, which cannot reach into gunicor
 from __future__ import annotations
 
 import base64
-import secrets
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -32,7 +29,8 @@ from onboard_cli.main import main as onboard
 from pki.keystore import CertificateAuthority
 from pki.models import Certificate, CertificateStatus
 from pki.profiles import serial_hex
-from tests.support.helpers import free_port, lint_certificate_file, openssl_verify
+from tests.support.est_front import Front, tls_front
+from tests.support.helpers import lint_certificate_file, openssl_verify
 from tests.support.mosquitto import (
     ACCEPTED,
     NOT_AUTHORIZED,
@@ -41,59 +39,24 @@ from tests.support.mosquitto import (
     DeviceClient,
     credentials_from_answer,
 )
-from tests.support.workers import gunicorn_portal, stop_process_group, worker_environment
 
-NGINX = "/usr/sbin/nginx"
 PATH = "/.well-known/est/simplereenroll"
-
-
-@dataclass(frozen=True)
-class Front:
-    https: str  # through nginx
-    direct: str  # straight to gunicorn
-    ca_file: Path
 
 
 @pytest.fixture
 def front(ca: CertificateAuthority, settings: Any, tmp_path: Path) -> Iterator[Front]:
     """nginx from `proxy_config` in front of the portal under gunicorn, on the test database, with
     the broker settings the test has (ask for `mosquitto` or `broker_files` before this)."""
-    secret = secrets.token_urlsafe(32)
-    settings.PROXY_SECRET = secret
-    environment = worker_environment(
-        DATA_DIR=str(tmp_path / "data"),
-        ALLOWED_HOSTS="127.0.0.1",
-        PROXY_SECRET=secret,
+    with tls_front(
+        ca,
+        settings,
+        tmp_path,
         SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO,https",
         BROKER_BACKEND=settings.BROKER_BACKEND,
         MOSQUITTO_PID_FILE=str(getattr(settings, "MOSQUITTO_PID_FILE", "") or ""),
         BROKER_CATCH_UP_AT_START="false",
-    )
-    with gunicorn_portal(environment, tmp_path / "gunicorn.log") as url:
-        port = free_port()
-        out = tmp_path / "proxy"
-        call_command("proxy_config", "--out", str(out), "--listen", f"127.0.0.1:{port}",
-                     "--upstream", url.removeprefix("http://"), "--hostname", "127.0.0.1")  # fmt: skip
-        (tmp_path / "ca.crt").write_bytes(ca.certificate_pem)
-        log = tmp_path / "nginx.out"
-        with log.open("wb") as output:
-            nginx = subprocess.Popen(
-                [NGINX, "-c", str(out / "nginx.conf"), "-g", "daemon off;"],
-                stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or nginx.poll() is not None:
-                        pytest.fail(f"nginx did not start: {log.read_text(errors='replace')[-4000:]}")
-                    time.sleep(0.05)
-            yield Front(f"https://127.0.0.1:{port}", url, tmp_path / "ca.crt")
-        finally:
-            stop_process_group(nginx)
+    ) as running:
+        yield running
 
 
 def shell(command: str) -> subprocess.CompletedProcess[str]:

@@ -5,14 +5,11 @@ came through that nginx."""
 from __future__ import annotations
 
 import datetime as dt
-import secrets
-import socket
 import ssl
 import stat
 import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -32,8 +29,7 @@ from pki.profiles import KeyType
 from proxy.client_cert import verified_client_certificate
 from proxy.nginx import UPSTREAM_KEEPALIVE_SECONDS, InvalidProxySetting, ProxySettings, render_nginx_conf
 from tests.support import ROOT
-from tests.support.helpers import free_port
-from tests.support.workers import gunicorn_portal, stop_process_group, worker_environment
+from tests.support.est_front import Front, tls_front
 
 NGINX = "/usr/sbin/nginx"
 SECRET = "s" * 40
@@ -266,57 +262,12 @@ class TestProxyConfigCommand:
         assert not (tmp_path / "nginx.conf").exists()
 
 
-@dataclass(frozen=True)
-class Front:
-    """Debian's nginx, configured by proxy_config, in front of the portal under gunicorn."""
-
-    https: str  # through nginx
-    direct: str  # straight to gunicorn, as something on the portal's network could
-    ca_file: Path
-    secret: str
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail(f"nginx did not start: {log.read_text(errors='replace')[-4000:]}")
-            time.sleep(0.05)
-
-
 @pytest.fixture
 def front(ca: CertificateAuthority, broker_files: None, settings, tmp_path: Path) -> Iterator[Front]:
-    secret = secrets.token_urlsafe(32)
-    settings.PROXY_SECRET = secret
-    environment = worker_environment(
-        DJANGO_SETTINGS_MODULE="tests.support.proxy_probe_settings",
-        DATA_DIR=str(tmp_path / "data"),
-        ALLOWED_HOSTS="127.0.0.1",
-        PROXY_SECRET=secret,
-    )
-    with gunicorn_portal(environment, tmp_path / "gunicorn.log") as url:
-        port = free_port()
-        out = tmp_path / "proxy"
-        call_command("proxy_config", "--out", str(out), "--listen", f"127.0.0.1:{port}",
-                     "--upstream", url.removeprefix("http://"), "--hostname", "127.0.0.1")  # fmt: skip
-        (tmp_path / "ca.crt").write_bytes(ca.certificate_pem)
-        log = tmp_path / "nginx.out"
-        with log.open("wb") as output:
-            nginx = subprocess.Popen(
-                [NGINX, "-c", str(out / "nginx.conf"), "-g", "daemon off;"],
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            _wait_for_port(port, nginx, log)
-            yield Front(f"https://127.0.0.1:{port}", url, tmp_path / "ca.crt", secret)
-        finally:
-            stop_process_group(nginx)
+    with tls_front(
+        ca, settings, tmp_path, DJANGO_SETTINGS_MODULE="tests.support.proxy_probe_settings"
+    ) as running:
+        yield running
 
 
 def _shell(command: str) -> str:

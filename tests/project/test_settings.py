@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import ROOT
-from tests.support.helpers import manage, without_settings_variables
+from tests.support.helpers import manage, manage_shell, without_settings_variables
 
 
 def start_web_server(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -59,15 +59,8 @@ def test_secrets_from_files(tmp_path: Path) -> None:
         "SECRET_KEY_FILE": str(tmp_path / "secret"),
         "CA_KEY_PASSPHRASE_FILE": str(tmp_path / "passphrase"),
     }
-    result = manage(
-        "shell",
-        "--no-imports",
-        "-c",
-        "from django.conf import settings; print(settings.CA_KEY_PASSPHRASE)",
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "pass-from-file"
+    printed = manage_shell("from django.conf import settings; print(settings.CA_KEY_PASSPHRASE)", env)
+    assert printed.strip().splitlines()[-1] == "pass-from-file"
 
 
 def test_unreadable_secret_file_is_named(tmp_path: Path) -> None:
@@ -84,9 +77,8 @@ def test_defaults_follow_data_dir(tmp_path: Path) -> None:
         "print(s.CA_ROOT_PATH, s.BROKER_ACL_FILE, s.DATABASES['default']['NAME'], "
         "s.CERT_VALIDITY_DAYS, s.DOWNLOAD_EXPIRY_MINUTES, s.CRL_VALIDITY_HOURS, s.CELERY_TASK_ALWAYS_EAGER)"
     )
-    result = manage("shell", "--no-imports", "-c", code, env=env)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [
+    printed = manage_shell(code, env)
+    assert printed.split() == [
         str(tmp_path / "certs"), str(tmp_path / "mosquitto.acl"), str(tmp_path / "devices.db"),
         "365", "30", "72", "True",
     ]  # fmt: skip
@@ -99,9 +91,8 @@ def test_production_defaults_are_secure(tmp_path: Path) -> None:
         "print(s.DEBUG, s.SECURE_SSL_REDIRECT, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, "
         "s.ALLOWED_HOSTS)"
     )
-    result = manage("shell", "--no-imports", "-c", code, env=env)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "True", "True", "True", "[]"]
+    printed = manage_shell(code, env)
+    assert printed.split() == ["False", "True", "True", "True", "[]"]
 
 
 def test_web_server_refuses_to_start_with_an_exposed_ca_key(tmp_path: Path) -> None:
@@ -202,6 +193,5 @@ def test_the_smtp_password_may_come_from_a_file(tmp_path: Path) -> None:
         "EMAIL_HOST_PASSWORD_FILE": str(tmp_path / "smtp"),
     }
     code = "from django.conf import settings; print(settings.EMAIL_HOST_PASSWORD)"
-    result = manage("shell", "--no-imports", "-c", code, env=env)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "smtp-secret"
+    printed = manage_shell(code, env)
+    assert printed.strip().splitlines()[-1] == "smtp-secret"

@@ -21,7 +21,12 @@ from django.core.management import call_command
 from pki.keystore import CertificateAuthority
 from tests.support.helpers import free_port
 from tests.support.mosquitto import ACCEPTED, NOT_AUTHORIZED, Broker, Credentials, DeviceClient
-from tests.support.workers import gunicorn_portal, stop_process_group, worker_environment
+from tests.support.workers import (
+    gunicorn_portal,
+    live_broker_environment,
+    stop_process_group,
+    worker_environment,
+)
 
 NGINX = "/usr/sbin/nginx"
 
@@ -47,27 +52,15 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> No
 
 
 @contextmanager
-def enrollment_front(
-    ca: CertificateAuthority, broker: Broker, settings: Any, tmp_path: Path
-) -> Iterator[Front]:
-    """nginx (proxy_config) in front of gunicorn; the portal signs in the request (no task queue)
-    and keeps the test's broker in step."""
+def tls_front(ca: CertificateAuthority, settings: Any, tmp_path: Path, **environment: str) -> Iterator[Front]:
+    """nginx from `proxy_config` in front of the portal under gunicorn, on the test database, with a
+    fresh proxy secret; `environment` adds to (or overrides) the worker's settings."""
     secret = secrets.token_urlsafe(32)
     settings.PROXY_SECRET = secret
-    environment = worker_environment(
-        broker_url="",
-        DATA_DIR=str(tmp_path / "data"),
-        ALLOWED_HOSTS="127.0.0.1",
-        PROXY_SECRET=secret,
-        TRUSTED_PROXY_COUNT="1",
-        BROKER_BACKEND=settings.BROKER_BACKEND,
-        MOSQUITTO_PID_FILE=settings.MOSQUITTO_PID_FILE,
-        BROKER_PUBLIC_HOST="127.0.0.1",
-        BROKER_PUBLIC_PORT=str(broker.port),
-        BROKER_PROBE_HOST="127.0.0.1",
-        BROKER_PROBE_PORT=str(broker.port),
-    )
-    with gunicorn_portal(environment, tmp_path / "gunicorn.log") as url:
+    environment = {"DATA_DIR": str(tmp_path / "data"), "ALLOWED_HOSTS": "127.0.0.1", **environment}
+    with gunicorn_portal(
+        worker_environment(**environment, PROXY_SECRET=secret), tmp_path / "gunicorn.log"
+    ) as url:
         port = free_port()
         out = tmp_path / "proxy"
         call_command("proxy_config", "--out", str(out), "--listen", f"127.0.0.1:{port}",
@@ -86,6 +79,18 @@ def enrollment_front(
             yield Front(f"https://127.0.0.1:{port}", url, tmp_path / "ca.crt", secret)
         finally:
             stop_process_group(nginx)
+
+
+@contextmanager
+def enrollment_front(
+    ca: CertificateAuthority, broker: Broker, settings: Any, tmp_path: Path
+) -> Iterator[Front]:
+    """nginx (proxy_config) in front of gunicorn; the portal signs in the request (no task queue)
+    and keeps the test's broker in step."""
+    with tls_front(
+        ca, settings, tmp_path, broker_url="", **live_broker_environment(settings, broker.port)
+    ) as front:
+        yield front
 
 
 def tls(front: Front) -> ssl.SSLContext:

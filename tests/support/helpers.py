@@ -199,6 +199,13 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def manage_shell(code: str, env: dict[str, str]) -> str:
+    """What `code` prints, run by `manage.py shell` in a new process with the settings in `env`."""
+    result = manage("shell", "--no-imports", "-c", code, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def timed(call: Callable[[], Any]) -> tuple[Any, float]:
     """What `call` returns, and the seconds it took."""
     started = time.monotonic()

@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pki.profiles import key_usage
+
 NOW = dt.datetime.now(dt.UTC)
 
 
@@ -24,28 +26,8 @@ def _name(common_name: str, serial_number: str | None = None) -> x509.Name:
     return x509.Name(attributes)
 
 
-CA_USAGE = x509.KeyUsage(
-    digital_signature=False,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=True,
-    crl_sign=True,
-    encipher_only=False,
-    decipher_only=False,
-)
-DEVICE_USAGE = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
+CA_USAGE = key_usage(key_cert_sign=True, crl_sign=True)
+DEVICE_USAGE = key_usage(digital_signature=True)
 
 
 @dataclass

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -35,6 +36,19 @@ def worker_environment(broker_url: str = REDIS_URL, **extra: str) -> dict[str, s
         "BROKER_CRL_FILE": str(settings.BROKER_CRL_FILE),
         "BROKER_PROBE_DIR": str(settings.BROKER_PROBE_DIR),
         **extra,
+    }
+
+
+def live_broker_environment(settings: Any, port: int) -> dict[str, str]:
+    """A worker's settings for the test's running Mosquitto on `port`: its backend, the pid file to
+    signal, and the host and port devices are told about and the probe connects to."""
+    return {
+        "BROKER_BACKEND": settings.BROKER_BACKEND,
+        "MOSQUITTO_PID_FILE": settings.MOSQUITTO_PID_FILE,
+        "BROKER_PUBLIC_HOST": "127.0.0.1",
+        "BROKER_PUBLIC_PORT": str(port),
+        "BROKER_PROBE_HOST": "127.0.0.1",
+        "BROKER_PROBE_PORT": str(port),
     }
 
 
