@@ -18,6 +18,7 @@ from typing import Any
 from cryptography import x509
 from django.conf import settings
 from django.db import transaction
+from django.db.models import DurationField, ExpressionWrapper, F, Max
 from django.utils import timezone
 
 from audit.models import AuditAction
@@ -207,14 +208,22 @@ def revoke_superseded_certificates(now: dt.datetime | None = None) -> int:
 def renewal_due_devices(now: dt.datetime | None = None) -> list[uuid.UUID]:
     """Active devices whose newest certificate is inside its renewal window and not renewed yet.
 
-    The window is a share of each certificate's own lifetime, so it is computed here rather
-    than in SQL (date arithmetic differs between SQLite and PostgreSQL); the prefilter keeps it
-    to the active, not yet replaced device certificates, one small row each.
+    The window is a share of each certificate's own lifetime, so the exact test is made here
+    (date arithmetic differs between SQLite and PostgreSQL) on the rows the database bounds.
     """
     now = now or timezone.now()
     rows = Certificate.objects.active(now).filter(
         purpose=CertificatePurpose.DEVICE, superseded_at__isnull=True, device__status=DeviceStatus.ACTIVE
     )
+    # No window opens earlier than the longest lifetime's share before notAfter: the database
+    # leaves out every certificate further from expiry, so a scrape reads the few near it.
+    longest = rows.aggregate(
+        longest=Max(ExpressionWrapper(F("not_after") - F("not_before"), DurationField()))
+    )
+    if longest["longest"] is None:
+        return []
+    share = settings.RENEWAL_WINDOW_PERCENT / 100
+    rows = rows.filter(not_after__lte=now + longest["longest"] * share)
     due = {
         device_id
         for device_id, not_before, not_after in rows.values_list("device_id", "not_before", "not_after")
