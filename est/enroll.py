@@ -23,20 +23,14 @@ from django.views.decorators.http import require_POST
 
 from enrollment.enroll import Enrolled, enroll_with_code, enroll_with_factory_certificate
 from enrollment.errors import EnrollmentLocked
-from est.reenroll import PKCS10_CONTENT_TYPE, csr_from_body
-from est.responses import certs_only_response, est_error
+from est.requests import csr_from_body, require_pkcs10
+from est.responses import est_error, issued_certificate_response
 from kernel.addresses import client_address
 from kernel.errors import ServiceError
-from pki.pkcs7 import certs_only_der
 from proxy.client_cert import presented_client_certificate
 
 # RFC 7030 3.2.3: a client that sent no (or wrong) credentials is told how to authenticate.
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="est"'}
-
-
-class UnsupportedMediaType(ServiceError):
-    code = "unsupported_media_type"
-    status = 415
 
 
 class NotAuthenticated(ServiceError):
@@ -60,9 +54,7 @@ def _basic_credentials(request: HttpRequest) -> tuple[str, str] | None:
 
 
 def _enroll(request: HttpRequest) -> Enrolled:
-    media_type = request.content_type or ""
-    if media_type.lower() != PKCS10_CONTENT_TYPE:
-        raise UnsupportedMediaType(f"Send the CSR as {PKCS10_CONTENT_TYPE} (base64-encoded DER).")
+    require_pkcs10(request)
     address = client_address(request)
     credentials = _basic_credentials(request)
     if credentials is not None:
@@ -96,6 +88,4 @@ def simpleenroll(request: HttpRequest) -> HttpResponse:
         enrolled = _enroll(request)
     except ServiceError as error:
         return _refusal(request, error)
-    response = certs_only_response(certs_only_der([enrolled.issued.certificate]))
-    response["Cache-Control"] = "no-store"
-    return response
+    return issued_certificate_response(enrolled.issued.certificate)

@@ -8,9 +8,6 @@ certificate is still a device's current one is the portal's (devices.renewal).
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 from cryptography import x509
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -18,29 +15,15 @@ from django.views.decorators.http import require_POST
 
 from devices.errors import RenewalRefused
 from devices.renewal import authorize_renewal, refuse_unknown, renew_device
-from est.responses import certs_only_response, est_error
+from est.requests import UnsupportedMediaType, csr_from_body, require_pkcs10
+from est.responses import est_error, issued_certificate_response
 from kernel.addresses import client_address
-from pki.csr import MAX_CSR_BYTES, ParsedCSR, parse_csr
-from pki.errors import InvalidCSR, PKIError
-from pki.pkcs7 import certs_only_der
+from pki.errors import PKIError
 from proxy.client_cert import verified_client_certificate
 
-PKCS10_CONTENT_TYPE = "application/pkcs10"
 # RFC 7030 3.2.3: the client certificate is the credential; there is no HTTP scheme to offer,
 # so the challenge names TLS client authentication in words a person reading it understands.
 CHALLENGE = 'Certificate realm="EST simplereenroll: present the device certificate over TLS"'
-
-
-def csr_from_body(body: bytes) -> ParsedCSR:
-    """RFC 7030 4.2.1: the body is a base64-encoded DER PKCS#10; it meets the portal's CSR policy."""
-    if len(body) > 2 * MAX_CSR_BYTES:
-        raise InvalidCSR(f"The request is {len(body)} bytes; a device CSR is at most {MAX_CSR_BYTES} bytes.")
-    try:
-        der = base64.b64decode(b"".join(body.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidCSR("The body is not base64: send the DER PKCS#10 request base64-encoded.") from None
-    lines = base64.encodebytes(der).decode("ascii")
-    return parse_csr(f"-----BEGIN CERTIFICATE REQUEST-----\n{lines}-----END CERTIFICATE REQUEST-----\n")
 
 
 @csrf_exempt  # no cookies: the TLS client certificate is the only credential
@@ -55,10 +38,10 @@ def simplereenroll(request: HttpRequest) -> HttpResponse:
             "Renewal needs the device's current certificate as the TLS client certificate.",
             headers={"WWW-Authenticate": CHALLENGE},
         )  # fmt: skip
-    if request.content_type != PKCS10_CONTENT_TYPE:
-        return est_error(
-            request, 415, "unsupported_media_type", f"Send the CSR as {PKCS10_CONTENT_TYPE} (base64 DER)."
-        )
+    try:
+        require_pkcs10(request)
+    except UnsupportedMediaType as error:
+        return est_error(request, error.status, error.code, error.message)
     try:
         # Who it is first: a refused device learns nothing about its CSR.
         renewal = renew_device(
@@ -69,6 +52,4 @@ def simplereenroll(request: HttpRequest) -> HttpResponse:
         return est_error(request, refusal.status, refusal.code, refusal.message, headers, **refusal.details)
     except PKIError as error:  # a CSR the policy refuses (400), a certificate lint failed, the CA unusable
         return est_error(request, error.status, error.code, error.message)
-    response = certs_only_response(certs_only_der([renewal.issued.certificate]))
-    response["Cache-Control"] = "no-store"
-    return response
+    return issued_certificate_response(renewal.issued.certificate)

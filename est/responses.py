@@ -3,10 +3,11 @@ clients that accept JSON (text for the others, as RFC 7030 4.2.3 leaves it to th
 
 from __future__ import annotations
 
+from cryptography import x509
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from api.errors import error_body
-from pki.pkcs7 import CERTS_ONLY_CONTENT_TYPE, base64_body
+from pki.pkcs7 import CERTS_ONLY_CONTENT_TYPE, base64_body, certs_only_der
 
 
 def base64_response(der: bytes, content_type: str) -> HttpResponse:
@@ -18,6 +19,13 @@ def base64_response(der: bytes, content_type: str) -> HttpResponse:
 
 def certs_only_response(der: bytes) -> HttpResponse:
     return base64_response(der, CERTS_ONLY_CONTENT_TYPE)
+
+
+def issued_certificate_response(certificate: x509.Certificate) -> HttpResponse:
+    """RFC 7030 4.2.3: a certificate just issued, as a certs-only PKCS#7; never cached."""
+    response = certs_only_response(certs_only_der([certificate]))
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def _accepts_json(request: HttpRequest) -> bool:

@@ -60,3 +60,14 @@ def test_an_unknown_est_operation_is_a_json_404(db: None) -> None:
     assert answer.status_code == 404
     assert answer["Content-Type"] == "application/json"
     assert answer.json()["error"]["code"] == "not_found"
+
+
+def test_a_csr_under_another_media_type_is_415(ca: CertificateAuthority, client: Client) -> None:
+    """RFC 7030 4.2.1: the request is application/pkcs10; anything else is refused before the
+    credentials are looked at."""
+    answer = client.post(
+        "/.well-known/est/simpleenroll", data=b"MIIB", content_type="application/json",
+        HTTP_ACCEPT="application/json",
+    )  # fmt: skip
+    assert answer.status_code == 415, answer.content
+    assert answer.json()["error"]["code"] == "unsupported_media_type"

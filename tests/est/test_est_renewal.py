@@ -129,6 +129,13 @@ class TestWho:
         assert answer.status_code == 401 and answer.json()["error"]["code"] == "certificate_unknown"
         assert "WWW-Authenticate" in answer
 
+    def test_a_csr_under_another_media_type_is_415(self, device: Any) -> None:
+        """RFC 7030 4.2.1: after the certificate, the body must be application/pkcs10."""
+        answer_json, key = device
+        answer = reenroll(certificate_pem(answer_json["id"]), csr_der(key), CONTENT_TYPE="application/json")
+        assert answer.status_code == 415, answer.content
+        assert answer.json()["error"]["code"] == "unsupported_media_type"
+
     def test_a_revoked_certificate_is_refused(self, device: Any, operator_api: Any) -> None:
         answer_json, key = device
         pem = certificate_pem(answer_json["id"])
