@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -13,8 +14,10 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-# 144 bits from the CSPRNG (the issue asks for 128 or more): 24 URL-safe characters, short
-# enough to print on a factory sheet, and usable as an HTTP Basic password (no ':').
+# 144 bits from the CSPRNG (the issue asks for 128 or more), in base32: 29 characters from A-Z
+# and 2-7, short enough to print on a factory sheet, usable as an HTTP Basic password (no ':'),
+# and never starting like a spreadsheet formula, which the bulk result file would otherwise
+# change (URL-safe base64 starts with '-' one time in 64).
 CODE_BYTES = 18
 
 
@@ -50,7 +53,7 @@ class EnrollmentCode(models.Model):
 
     @staticmethod
     def new_code() -> str:
-        return secrets.token_urlsafe(CODE_BYTES)
+        return base64.b32encode(secrets.token_bytes(CODE_BYTES)).decode("ascii").rstrip("=")
 
     def is_expired(self, now: dt.datetime | None = None) -> bool:
         return self.expires_at <= (now or timezone.now())

@@ -34,6 +34,7 @@ from enrollment.errors import (
 from enrollment.factory import check_factory_certificate, parse_ca_certificate
 from enrollment.models import EnrollmentCode, EnrollmentGroup, code_digest
 from kernel.errors import ServiceError
+from onboard_cli.text_rules import spreadsheet_safe
 from tests.support.manufacturer import (
     DEVICE_USAGE,
     NOW,
@@ -59,9 +60,17 @@ def refusals(reason: str) -> int:
 # --- Enrolment codes ---
 
 
+def test_a_code_survives_the_bulk_result_file_unchanged() -> None:
+    """The bulk results guard cells that start like a formula ('-', '=', '+', '@'): a code must
+    never be one, or the factory line would read a code that is not the device's."""
+    codes = {EnrollmentCode.new_code() for _ in range(5000)}
+    assert len(codes) == 5000
+    assert all(spreadsheet_safe(code) == code and ":" not in code for code in codes)
+
+
 def test_a_code_is_shown_once_stored_as_a_digest_and_redeemed_once(device: Device, settings: Any) -> None:
     code = services.issue_enrollment_code(device)
-    assert len(code) >= 22  # at least 128 bits, URL-safe base64
+    assert len(code) >= 22  # at least 128 bits
     stored = EnrollmentCode.objects.get(device=device)
     assert stored.digest == code_digest(code) and code not in stored.digest
     assert abs(stored.expires_at - (timezone.now() + dt.timedelta(days=settings.ENROLLMENT_CODE_DAYS))) < (
